@@ -1,0 +1,1 @@
+"""tjepa.cache_schema"""

@@ -1,0 +1,3 @@
+from tjepa.cli import main
+
+main()
