@@ -1,0 +1,36 @@
+"""Shared fixtures: a synthetic EgoDex-format dataset and tiny random-weight models, built once per session.
+
+Everything is real (PyAV mp4s, HDF5 files, transformers models saved with save_pretrained); nothing
+is mocked. Both are small enough for 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def synth_root(tmp_path_factory):
+    """A small synthetic EgoDex tree (several task folders, mp4 + hdf5 per episode)."""
+    from tjepa.pipeline.synth import SynthConfig, write_dataset
+
+    root = tmp_path_factory.mktemp("synth")
+    write_dataset(root, SynthConfig(episodes=6, seed=0))
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory):
+    """Tiny random-weight V-JEPA 2 + Qwen3-VL (+ tokenizer) saved to disk; returns the directory."""
+    from tjepa.pipeline.encoders.presets import build_tiny_models
+
+    out = tmp_path_factory.mktemp("models")
+    build_tiny_models(out, seed=0)
+    return out
