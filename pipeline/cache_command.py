@@ -1,0 +1,128 @@
+"""What `tjepa cache` does around the job: build the configs, show progress, print the summary."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from tjepa.errors import TjepaError
+from tjepa.pipeline.episode_io import SamplingConfig
+from tjepa.pipeline.job import CacheJob, JobSummary, run
+
+
+def parse_workers(value: str) -> int:
+    """'auto' -> one worker per GPU (at least one); otherwise a non-negative integer."""
+    if value == "auto":
+        import torch
+
+        return max(1, torch.cuda.device_count())
+    try:
+        n = int(value)
+    except ValueError:
+        raise TjepaError(f"--workers must be an integer or 'auto', got {value!r}") from None
+    if n < 0:
+        raise TjepaError(f"--workers must be >= 0, got {n}")
+    return n
+
+
+def parse_layers(value: str | None) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    try:
+        return tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise TjepaError(f"--layers must be comma-separated integers, got {value!r}") from None
+
+
+def progress_bar(console: Console) -> Progress:
+    return Progress(
+        TextColumn("[bold]caching"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]} videos/s"),
+        TextColumn("[red]{task.fields[failed]} failed"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    )
+
+
+def run_with_progress(job: CacheJob, console: Console) -> JobSummary:
+    import time
+
+    with progress_bar(console) as bar:
+        task = bar.add_task("cache", total=None, rate="-", failed=0)
+        state = {"t0": time.perf_counter(), "n": 0, "failed": 0}
+
+        def on_plan(n_todo: int) -> None:
+            bar.update(task, total=n_todo)
+            state["t0"] = time.perf_counter()
+
+        def on_row(video: str, error: str | None) -> None:
+            state["n"] += 1
+            state["failed"] += error is not None
+            rate = state["n"] / max(time.perf_counter() - state["t0"], 1e-9)
+            bar.update(task, advance=1, rate=f"{rate:.2f}", failed=state["failed"])
+            if error is not None:
+                bar.console.print(f"[yellow]skipped[/] {error}", highlight=False)
+
+        summary = run(job, on_row=on_row, on_plan=on_plan)
+        bar.update(task, completed=summary.todo)
+    return summary
+
+
+def print_summary(summary: JobSummary, console: Console) -> None:
+    table = Table(title=f"tjepa cache: {summary.store}", show_header=False)
+    table.add_row("rows in store", str(summary.total_rows))
+    table.add_row("this run: encoded", str(len(summary.done)))
+    table.add_row("this run: failed", str(len(summary.failed)))
+    table.add_row("already done (skipped)", str(summary.skipped_done))
+    table.add_row("store: failed / pending", f"{summary.failed_rows} / {summary.pending_rows}")
+    rate = len(summary.done) / summary.seconds if summary.seconds > 0 else 0.0
+    table.add_row("wall time", f"{summary.seconds:.1f} s ({rate:.2f} videos/s)")
+    console.print(table)
+    if summary.failed_rows:
+        console.print(f"failures are listed in {Path(summary.store) / 'failures.jsonl'}; rerun with --retry-failed")
+
+
+def run_cache_command(
+    *, videos, out, preset, models_dir, layout, device, batch_size, limit, retry_failed, keep_tokens, layers,
+    max_new_tokens, n_past, n_future, rows_per_shard, workers, scheduler, generator,
+) -> int:
+    from tjepa.pipeline.encoders.presets import resolve_encoders
+
+    n_workers = parse_workers(workers)
+    encoders = resolve_encoders(
+        preset,
+        models_dir=models_dir,
+        layers=parse_layers(layers),
+        keep_tokens=keep_tokens,
+        max_new_tokens=max_new_tokens,
+    )
+    if generator == "vllm":
+        from tjepa.pipeline.encoders.vllm_generator import require_vllm
+
+        require_vllm()
+    job = CacheJob(
+        videos=Path(videos),
+        out=Path(out),
+        encoders=encoders,
+        sampling=SamplingConfig(n_past=n_past, n_future=n_future),
+        layout=layout,
+        batch_size=batch_size,
+        device=device,
+        generator=generator,
+        rows_per_shard=rows_per_shard,
+        limit=limit,
+        retry_failed=retry_failed,
+        workers=n_workers,
+        scheduler=scheduler,
+    )
+    console = Console(stderr=True)
+    summary = run_with_progress(job, console)
+    print_summary(summary, Console(file=sys.stdout))
+    return summary.exit_code

@@ -1,0 +1,138 @@
+"""Everything stage one reads from disk for one episode, before any model runs.
+
+One call decodes exactly the sampled frames (past and future in a single sequential pass), samples
+the labels at the same indices and makes the thumbnail. Any problem surfaces as an `InputError`
+naming the file, so the caller can record the failure and move on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tjepa.errors import InputError
+from tjepa.pipeline.sampling import causal_split
+from tjepa.pipeline.sources import Episode
+from tjepa.pipeline.video import VideoInfo, decode_frames, probe
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """How frames are chosen and decoded; part of the store's fingerprint."""
+
+    n_past: int = 32
+    n_future: int = 32
+    # Frames are decoded straight to this short side (never upscaled): both encoders downsample
+    # further anyway, and decoding 1080p frames at full size costs far more than the models' input.
+    decode_short_side: int = 292
+    thumb_size: tuple[int, int] = (96, 128)
+
+    def to_dict(self) -> dict:
+        return {
+            "n_past": self.n_past,
+            "n_future": self.n_future,
+            "decode_short_side": self.decode_short_side,
+            "thumb_size": list(self.thumb_size),
+        }
+
+
+@dataclass
+class LoadedEpisode:
+    """Decoded frames, indices and (EgoDex only) targets of one episode."""
+
+    episode: Episode
+    info: VideoInfo
+    past_idx: np.ndarray
+    future_idx: np.ndarray
+    past_frames: np.ndarray  # uint8 [To, h, w, 3]
+    future_frames: np.ndarray  # uint8 [Tf, h, w, 3]
+    thumb: np.ndarray  # uint8 [th, tw, 3]: the last observed frame
+    targets: dict[str, np.ndarray] | None
+
+
+def decode_size(info: VideoInfo, short_side: int) -> tuple[int, int] | None:
+    """(width, height) to decode at, or None to keep the native size. Even sizes for swscale."""
+    short = min(info.width, info.height)
+    if short <= short_side:
+        return None
+    scale = short_side / short
+    w = max(2, int(round(info.width * scale / 2)) * 2)
+    h = max(2, int(round(info.height * scale / 2)) * 2)
+    return (w, h)
+
+
+def make_thumb(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize one uint8 HxWx3 frame to (th, tw) with antialiasing (pure torch, no torchvision)."""
+    import torch
+    import torch.nn.functional as F
+
+    th, tw = size
+    x = torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1)[None].float()
+    y = F.interpolate(x, size=(th, tw), mode="bilinear", antialias=True, align_corners=False)
+    return y[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
+
+
+def load_targets(episode: Episode, n_frames: int, past_idx: np.ndarray, future_idx: np.ndarray) -> dict:
+    """Joints, validity and camera poses at exactly the sampled indices (world metres)."""
+    from tjepa.pipeline.egodex import read_labels
+
+    labels = read_labels(episode.labels, expected_frames=n_frames)
+    return {
+        "joints_past": labels.joints[past_idx].astype(np.float32),
+        "joints_future": labels.joints[future_idx].astype(np.float32),
+        "valid_past": labels.valid[past_idx],
+        "valid_future": labels.valid[future_idx],
+        "cam_past": labels.cam[past_idx].astype(np.float32),
+        "cam_future": labels.cam[future_idx].astype(np.float32),
+        "intrinsics": labels.intrinsics.astype(np.float32),
+    }
+
+
+def load_episode(episode: Episode, cfg: SamplingConfig) -> LoadedEpisode:
+    """Probe, sample, decode and read labels for one episode; InputError on any bad input."""
+    info = probe(episode.video)
+    try:
+        past_idx, future_idx = causal_split(info.n_frames, cfg.n_past, cfg.n_future)
+    except ValueError as err:
+        raise InputError(
+            episode.video,
+            f"video has {info.n_frames} frames, too short to sample {cfg.n_past} past + "
+            f"{cfg.n_future} future distinct frames ({err})",
+        ) from err
+    # Labels first: a missing HDF5 should fail before paying for the decode.
+    targets = None
+    if episode.labels is not None:
+        targets = load_targets(episode, info.n_frames, past_idx, future_idx)
+    wanted = np.concatenate([past_idx, future_idx])
+    frames = decode_frames(episode.video, wanted, size=decode_size(info, cfg.decode_short_side))
+    past, future = frames[: len(past_idx)], frames[len(past_idx) :]
+    return LoadedEpisode(
+        episode=episode,
+        info=info,
+        past_idx=past_idx.astype(np.int32),
+        future_idx=future_idx.astype(np.int32),
+        past_frames=past,
+        future_frames=future,
+        thumb=make_thumb(past[-1], cfg.thumb_size),
+        targets=targets,
+    )
+
+
+def source_signature(episode: Episode) -> tuple[int, float]:
+    """(size, mtime) of an episode's sources (video plus labels when present).
+
+    A changed signature marks the row stale; the labels count too, since targets come from them.
+    A missing labels file contributes nothing here and fails later, per video, with its own error.
+    """
+    paths = [episode.video] + ([episode.labels] if episode.labels is not None else [])
+    size, mtime = 0, 0.0
+    for p in paths:
+        try:
+            st = Path(p).stat()
+        except OSError:
+            continue
+        size += int(st.st_size)
+        mtime = max(mtime, float(st.st_mtime))
+    return size, mtime

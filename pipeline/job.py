@@ -1,0 +1,185 @@
+"""The stage-one coordinator: sources -> store rows -> units of work -> executor -> summary.
+
+The coordinator alone creates the store, grows its arrays and decides the work list (pending,
+stale and, on request, failed rows); workers only fill rows of the shards they own.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tjepa.pipeline.episode_io import SamplingConfig, source_signature
+from tjepa.pipeline.sources import Episode, discover
+from tjepa.pipeline.worker import UnitResult, WorkerOptions, shard_units
+
+
+@dataclass(frozen=True)
+class CacheJob:
+    videos: Path
+    out: Path
+    encoders: object  # EncoderConfig
+    sampling: SamplingConfig = SamplingConfig()
+    layout: str = "auto"
+    batch_size: int = 4
+    device: str = "auto"
+    generator: str = "transformers"
+    rows_per_shard: int = 8
+    limit: int | None = None
+    retry_failed: bool = False
+    workers: int = 0  # 0: in-process; N: a LocalCluster of N worker processes
+    scheduler: str | None = None  # an existing dask scheduler address
+
+
+@dataclass
+class JobSummary:
+    store: str
+    total_rows: int
+    todo: int
+    done: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    skipped_done: int = 0
+    seconds: float = 0.0
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    failed_rows: int = 0  # over the whole store, not just this run
+    pending_rows: int = 0
+
+    @property
+    def exit_code(self) -> int:
+        """3 when some row of the store is failed, else 0 (the contract of `tjepa cache`)."""
+        return 3 if self.failed_rows else 0
+
+
+def extraction_config(job: CacheJob) -> dict:
+    """The canonical extraction config: everything that changes what a row contains."""
+    return {
+        "sampling": job.sampling.to_dict(),
+        "encoders": job.encoders.to_dict(),
+    }
+
+
+def provenance(job: CacheJob) -> dict:
+    import datetime
+
+    import tjepa
+
+    return {
+        "code_version": tjepa.__version__,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "hidden_states": "transformers",  # layers are always captured by a transformers forward
+        "generator": job.generator,
+        "videos_root": str(Path(job.videos).resolve()),
+    }
+
+
+def store_layout(job: CacheJob, with_targets: bool):
+    from tjepa.cache_schema.layout import StoreLayout
+    from tjepa.pipeline.encoders.presets import encoder_dims
+
+    dims = encoder_dims(job.encoders)
+    return StoreLayout(
+        n_past=job.sampling.n_past,
+        n_future=job.sampling.n_future,
+        tubelet=dims["tubelet"],
+        patches=dims["patches"],
+        vjepa_width=dims["vjepa_width"],
+        levels=dims["levels"],
+        vlm_width=dims["vlm_width"],
+        max_new_tokens=dims["max_new_tokens"],
+        with_targets=with_targets,
+        keep_tokens=dims["keep_tokens"],
+        max_prompt_tokens=dims.get("max_prompt_tokens", 0),
+        thumb_size=tuple(job.sampling.thumb_size),
+        rows_per_shard=job.rows_per_shard,
+    )
+
+
+def sync_rows(store, episodes: list[Episode]) -> dict[str, tuple[int, float]]:
+    """Append rows for new videos and return the current source signatures of every episode."""
+    signatures = {ep.id: source_signature(ep) for ep in episodes}
+    known = store.row_of()
+    new = [ep for ep in episodes if ep.id not in known]
+    if new:
+        store.add_rows(
+            [ep.id for ep in new],
+            [ep.group for ep in new],
+            [signatures[ep.id][0] for ep in new],
+            [signatures[ep.id][1] for ep in new],
+        )
+    return signatures
+
+
+def plan(job: CacheJob):
+    """Open or create the store, sync rows, and return (store, units, episodes_by_id)."""
+    from tjepa.cache_schema.store import FeatureStore
+
+    episodes = discover(job.videos, job.layout)
+    with_targets = any(ep.labels is not None for ep in episodes)
+    store = FeatureStore.open_or_create(
+        job.out, store_layout(job, with_targets), extraction_config(job), provenance(job)
+    )
+    if with_targets != store.layout.with_targets:
+        from tjepa.errors import ConfigMismatchError
+
+        raise ConfigMismatchError(
+            f"{job.out}: the store was made {'with' if store.layout.with_targets else 'without'} targets "
+            f"but {job.videos} is {'an EgoDex' if with_targets else 'a plain-video'} tree; use another --out"
+        )
+    signatures = sync_rows(store, episodes)
+    rows = store.work_list(signatures, retry_failed=job.retry_failed)
+    if job.limit is not None:
+        rows = sorted(rows)[: job.limit]
+    by_id = {ep.id: ep for ep in episodes}
+    ids = {row: video for video, row in store.row_of().items()}
+    work_eps = [by_id[ids[r]] for r in rows]
+    units = shard_units(str(job.out), store.fingerprint, store.layout.rows_per_shard, list(rows), work_eps)
+    return store, units
+
+
+def run(job: CacheJob, on_row=None, on_plan=None) -> JobSummary:
+    """Run the whole job; `on_plan(n_todo)` and `on_row(video, error)` feed a progress display."""
+    from tjepa.pipeline.executor import run_in_process, run_on_dask
+
+    t0 = time.perf_counter()
+    store, units = plan(job)
+    n_todo = sum(len(u.rows) for u in units)
+    if on_plan is not None:
+        on_plan(n_todo)
+    opts = WorkerOptions(
+        encoders=job.encoders,
+        sampling=job.sampling,
+        batch_size=job.batch_size,
+        device=job.device,
+        generator=job.generator,
+    )
+    on_row = on_row or (lambda video, error: None)
+    if not units:
+        results: list[UnitResult] = []
+    elif job.workers or job.scheduler:
+        results = run_on_dask(units, opts, on_row, n_workers=job.workers or None, scheduler=job.scheduler)
+    else:
+        results = run_in_process(units, opts, on_row)
+    return summarize(job, store, results, n_todo, time.perf_counter() - t0)
+
+
+def summarize(job: CacheJob, store, results: list[UnitResult], n_todo: int, seconds: float) -> JobSummary:
+    from tjepa.cache_schema.store import FeatureStore
+
+    status = FeatureStore.open(job.out, mode="r").status()
+    stage: dict[str, float] = {}
+    for r in results:
+        for k, v in r.seconds.items():
+            stage[k] = stage.get(k, 0.0) + v
+    return JobSummary(
+        store=str(job.out),
+        total_rows=len(status),
+        todo=n_todo,
+        done=[v for r in results for v in r.done],
+        failed=[f for r in results for f in r.failed],
+        skipped_done=sum(len(r.skipped) for r in results),
+        seconds=seconds,
+        stage_seconds=stage,
+        failed_rows=int((status == 2).sum()),
+        pending_rows=int((status == 0).sum()),
+    )
