@@ -134,7 +134,8 @@ def plan(job: CacheJob):
     ids = {row: video for video, row in store.row_of().items()}
     work_eps = [by_id[ids[r]] for r in rows]
     units = shard_units(str(job.out), store.fingerprint, store.layout.rows_per_shard, list(rows), work_eps)
-    return store, units
+    already_done = int((store.status() == 1).sum())
+    return store, units, already_done
 
 
 def run(job: CacheJob, on_row=None, on_plan=None) -> JobSummary:
@@ -142,7 +143,7 @@ def run(job: CacheJob, on_row=None, on_plan=None) -> JobSummary:
     from tjepa.pipeline.executor import run_in_process, run_on_dask
 
     t0 = time.perf_counter()
-    store, units = plan(job)
+    store, units, already_done = plan(job)
     n_todo = sum(len(u.rows) for u in units)
     if on_plan is not None:
         on_plan(n_todo)
@@ -160,10 +161,10 @@ def run(job: CacheJob, on_row=None, on_plan=None) -> JobSummary:
         results = run_on_dask(units, opts, on_row, n_workers=job.workers or None, scheduler=job.scheduler)
     else:
         results = run_in_process(units, opts, on_row)
-    return summarize(job, store, results, n_todo, time.perf_counter() - t0)
+    return summarize(job, results, n_todo, already_done, time.perf_counter() - t0)
 
 
-def summarize(job: CacheJob, store, results: list[UnitResult], n_todo: int, seconds: float) -> JobSummary:
+def summarize(job: CacheJob, results: list[UnitResult], n_todo: int, already_done: int, seconds: float) -> JobSummary:
     from tjepa.cache_schema.store import FeatureStore
 
     status = FeatureStore.open(job.out, mode="r").status()
@@ -177,7 +178,7 @@ def summarize(job: CacheJob, store, results: list[UnitResult], n_todo: int, seco
         todo=n_todo,
         done=[v for r in results for v in r.done],
         failed=[f for r in results for f in r.failed],
-        skipped_done=sum(len(r.skipped) for r in results),
+        skipped_done=already_done + sum(len(r.skipped) for r in results),
         seconds=seconds,
         stage_seconds=stage,
         failed_rows=int((status == 2).sum()),

@@ -1,0 +1,159 @@
+"""Stage one end to end: `tjepa cache` with tiny real models on synthetic EgoDex data (CPU)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import h5py
+import numpy as np
+import pytest
+import zarr
+from cache_helpers import (
+    assert_same_features,
+    cache_args,
+    copy_tree,
+    read_all_frames,
+    rows_by_video,
+    run_cli,
+    summary_count,
+    write_lossless,
+)
+
+
+@pytest.fixture(scope="module")
+def reference_store(synth_root, tiny_models, tmp_path_factory):
+    """One uninterrupted in-process run over the synthetic set; other tests compare against it."""
+    out = tmp_path_factory.mktemp("ref") / "store.zarr"
+    res = run_cli(cache_args(synth_root, out, tiny_models))
+    assert res.returncode == 0, res.stdout + res.stderr
+    return out
+
+
+def test_cache_end_to_end_validates(reference_store, synth_root):
+    g = zarr.open_group(str(reference_store), mode="r")
+    n = len(list(synth_root.rglob("*.mp4")))
+    assert g["index/status"].shape == (n,)
+    assert (g["index/status"][:] == 1).all()
+    layout = g.attrs["layout"]
+    assert g["vjepa/past"].shape == (n, layout["n_past"] // layout["tubelet"], layout["patches"], layout["vjepa_width"])
+    assert g["vlm/think_mean"].shape == (n, layout["levels"], layout["vlm_width"])
+    assert np.isfinite(g["vjepa/past"][:]).all() and np.isfinite(g["vlm/prompt_mean"][:]).all()
+    res = run_cli(["validate", str(reference_store)])
+    assert res.returncode == 0, res.stdout + res.stderr
+    info = json.loads(run_cli(["inspect", str(reference_store), "--json"]).stdout)
+    assert info["done"] == n and info["failed"] == 0 and info["pending"] == 0
+
+
+def test_targets_are_the_hdf5_joints_at_the_stored_indices(reference_store, synth_root):
+    from tjepa.pipeline.egodex import JOINT_NAMES
+
+    joints_future = rows_by_video(reference_store, "targets/joints_future")
+    future_idx = rows_by_video(reference_store, "index/future_idx")
+    past_idx = rows_by_video(reference_store, "index/past_idx")
+    joints_past = rows_by_video(reference_store, "targets/joints_past")
+    for video, stored in joints_future.items():
+        with h5py.File(synth_root / video.replace(".mp4", ".hdf5"), "r") as f:
+            world = np.stack([f[f"transforms/{name}"][:, :3, 3] for name in JOINT_NAMES], axis=1)
+        np.testing.assert_allclose(stored, world[future_idx[video]], rtol=0, atol=1e-6)
+        np.testing.assert_allclose(joints_past[video], world[past_idx[video]], rtol=0, atol=1e-6)
+
+
+def test_rerun_is_a_no_op(reference_store, synth_root, tiny_models):
+    before = rows_by_video(reference_store, "vjepa/past")
+    res = run_cli(cache_args(synth_root, reference_store, tiny_models))
+    assert res.returncode == 0, res.stderr
+    assert summary_count(res.stdout, "this run: encoded") == 0
+    after = rows_by_video(reference_store, "vjepa/past")
+    for v in before:
+        np.testing.assert_array_equal(before[v], after[v])
+
+
+def test_different_config_is_an_error_naming_the_difference(reference_store, synth_root, tiny_models):
+    res = run_cli(cache_args(synth_root, reference_store, tiny_models, "--think-tokens", "3"))
+    assert res.returncode == 2
+    assert "max_new_tokens" in res.stderr
+
+
+def test_future_frames_never_reach_the_observed_features(tmp_path, tiny_models, synth_root):
+    """Edit only the second half of a video: VLM states and past latents stay bit-identical."""
+    frames = read_all_frames(sorted(synth_root.rglob("*.mp4"))[0])
+    m = len(frames) // 2
+    edited = frames.copy()
+    edited[m:] = 255 - edited[m:]
+    (tmp_path / "videos/a").mkdir(parents=True)
+    (tmp_path / "videos/b").mkdir(parents=True)
+    write_lossless(tmp_path / "videos/a/clip.mkv", frames)
+    write_lossless(tmp_path / "videos/b/clip.mkv", edited)
+    out = tmp_path / "plain.zarr"
+    res = run_cli(cache_args(tmp_path / "videos", out, tiny_models))
+    assert res.returncode == 0, res.stdout + res.stderr
+    g = zarr.open_group(str(out), mode="r")
+    assert "targets/joints_future" not in g  # plain videos: targets simply absent
+    for path in ("vjepa/past", "vlm/prompt_mean", "vlm/think_mean", "vlm/think_ids"):
+        rows = rows_by_video(out, path)
+        np.testing.assert_array_equal(rows["a/clip.mkv"], rows["b/clip.mkv"], err_msg=path)
+    fut = rows_by_video(out, "vjepa/future")
+    assert not np.array_equal(fut["a/clip.mkv"], fut["b/clip.mkv"])
+
+
+def test_bad_videos_are_recorded_and_the_job_goes_on(tmp_path, synth_root, tiny_models):
+    tree = copy_tree(synth_root, tmp_path / "videos", n=3)
+    task = sorted(p for p in tree.iterdir() if p.is_dir())[0]
+    (task / "corrupt.mp4").write_bytes(b"this is not a video at all")
+    (task / "corrupt.hdf5").write_bytes(b"nor is this an hdf5 file")
+    good = sorted(tree.rglob("*.mp4"))[0]
+    short = read_all_frames(good)[:20]
+    import shutil
+
+    shutil.copy2(good.with_suffix(".hdf5"), task / "short.hdf5")
+    from cache_helpers import write_lossless as _w
+
+    _w(task / "short.mkv", short)  # a lossless stand-in, renamed below to the EgoDex .mp4 name
+    (task / "short.mkv").rename(task / "short.mp4")
+    out = tmp_path / "store.zarr"
+    res = run_cli(cache_args(tree, out, tiny_models))
+    assert res.returncode == 3, res.stdout + res.stderr
+    status = rows_by_video(out, "index/status")
+    assert status[f"{task.name}/corrupt.mp4"] == 2 and status[f"{task.name}/short.mp4"] == 2
+    assert sum(int(s == 1) for s in status.values()) == 3
+    ledger = [json.loads(line) for line in (out / "failures.jsonl").read_text().splitlines()]
+    reasons = {entry["video"]: entry["reason"] for entry in ledger}
+    assert "corrupt.mp4" in reasons[f"{task.name}/corrupt.mp4"]
+    assert "short.mp4" in reasons[f"{task.name}/short.mp4"]
+    # A retry after fixing nothing fails the same rows again, and touches no done row.
+    res = run_cli(cache_args(tree, out, tiny_models, "--retry-failed"))
+    assert res.returncode == 3
+    assert sum(int(s == 1) for s in rows_by_video(out, "index/status").values()) == 3
+
+
+def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path, synth_root, tiny_models, reference_store):
+    out = tmp_path / "killed.zarr"
+    cmd = [sys.executable, "-m", "tjepa", *cache_args(synth_root, out, tiny_models, "--batch-size", "1")]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    done_before = 0
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            done_before = int((zarr.open_group(str(out), mode="r")["index/status"][:] == 1).sum())
+        except Exception:  # the store may not exist yet
+            done_before = 0
+        if done_before >= 2:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert done_before >= 2, "the job finished or stalled before it could be killed"
+    done_rows = {v for v, s in rows_by_video(out, "index/status").items() if s == 1}
+    res = run_cli(cache_args(synth_root, out, tiny_models))
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert run_cli(["validate", str(out)]).returncode == 0
+    assert_same_features(out, reference_store)
+    info = json.loads(run_cli(["inspect", str(out), "--json"]).stdout)
+    assert info["done"] == len(list(synth_root.rglob("*.mp4")))
+    # Rows done before the kill were skipped, not recomputed.
+    assert summary_count(res.stdout, "already done") == len(done_rows)
+    assert summary_count(res.stdout, "this run: encoded") == info["done"] - len(done_rows)
