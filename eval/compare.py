@@ -151,7 +151,10 @@ def to_markdown(rows: Sequence[dict[str, Any]], paper: bool = False) -> str:
 
 
 def to_json(rows: Sequence[dict[str, Any]], paper: bool = False) -> str:
-    doc: dict[str, Any] = {"rows": [{k: r[k] for k in (*COLUMNS, "source")} for r in rows]}
+    # `by_name` keeps `dvc metrics show/diff` readable (DVC flattens dicts, not lists)
+    doc: dict[str, Any] = {"rows": [{k: r[k] for k in (*COLUMNS, "source")} for r in rows],
+                           "by_name": {r["name"]: {k: r[k] for k in ("kind", "split", "n", "ade", "fde", "acc")}
+                                       for r in rows}}
     if paper:
         doc["paper_reference"] = {"note": PAPER_NOTE, "results": list(PAPER_RESULTS),
                                   "rollout_ade": PAPER_ROLLOUT_ADE}

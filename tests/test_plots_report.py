@@ -181,6 +181,7 @@ def test_compare_rows_and_cli(tmp_path):
     doc = json.loads(js.read_text())
     assert [r["name"] for r in doc["rows"]][:2] == ["persistence", "good"]
     assert doc["paper_reference"]["results"][0]["ade"] == 0.061
+    assert doc["by_name"]["good"]["ade"] == pytest.approx(0.01)
 
     res = CliRunner().invoke(app, ["compare", str(tmp_path / "nowhere")])
     assert isinstance(res.exception, InputError) and "tried" in str(res.exception)
