@@ -1,0 +1,177 @@
+"""Stage-two model configuration: one frozen dataclass, two presets (`paper`, `tiny`).
+
+Input dimensions come from the store (`ModelConfig.from_store_layout(store.layout)`); everything
+else is the published architecture (method.md sections 4-6) or one of its ablations (section 8).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from tjepa.errors import ConfigMismatchError, StoreFormatError
+
+VARIANTS = ("thinkjepa", "jepa", "vlm")
+STREAMS = ("prompt", "think", "both")
+LEVEL_MODES = ("all", "last", "mid")
+CONDITIONINGS = ("film", "adaln", "crossattn")
+ATTENTIONS = ("auto", "sdpa_per_frame", "flex", "dense")
+STEP_POOLS = ("future", "pairs")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    # --- inputs, as cached in the store ---
+    vjepa_width: int = 1024  # D: V-JEPA 2 latent width
+    grid_h: int = 16  # patch grid; P = grid_h * grid_w tokens per tubelet
+    grid_w: int = 16
+    tubelet: int = 2  # frames per V-JEPA tubelet (latents are repeated this many times per frame slot)
+    vlm_width: int = 2048  # H: Qwen3-VL hidden width
+    levels: int = 8  # L: captured VLM decoder layers
+    n_past: int = 32  # observed frames the model is trained on (To); forward accepts any count
+    n_future: int = 32  # future frames (Tf); used when a batch carries no vjepa_future to size by
+    # --- predictor (V-JEPA-2-style) ---
+    width: int = 384
+    depth: int = 12
+    heads: int = 6
+    mlp_ratio: float = 4.0
+    qkv_bias: bool = True
+    dropout: float = 0.1  # on attention/MLP outputs (not on attention probabilities)
+    drop_path: float = 0.1  # maximum; linear over depth from 0
+    ln_eps: float = 1e-6
+    rope_theta: float = 10000.0
+    # --- pyramid guidance ---
+    guidance_width: int = 384  # G: W_old / W_new project H -> G
+    film_hidden: int = 512
+    # --- trajectory head ---
+    head_width: int = 1024
+    head_heads: int = 8
+    head_dropout: float = 0.1
+    n_joints: int = 52
+    # "future": step j reads predicted future frame j + the last observed frame (our default, see
+    # head.py); "pairs": the published average of consecutive pairs of all frame slots.
+    step_pool: str = "future"
+    # --- variant and ablations ---
+    variant: str = "thinkjepa"  # thinkjepa | jepa (no guidance) | vlm (visual inputs zeroed)
+    stream: str = "both"  # prompt | think | both: the unused stream contributes zeros
+    level_mode: str = "all"  # all: pyramid l(i); last / mid: every layer reads that one level
+    conditioning: str = "film"  # film | adaln | crossattn (crossattn needs cached tokens)
+    attention: str = "auto"  # auto | sdpa_per_frame | flex | dense (dense: reference, tests only)
+    attn_frames_per_call: int = 1  # sdpa_per_frame: query frames per SDPA call (1 = mask-free)
+    # --- loss ---
+    w_traj: float = 1.0
+    w_latent: float = 1.0
+
+    def __post_init__(self) -> None:
+        for name, allowed in (
+            ("variant", VARIANTS),
+            ("stream", STREAMS),
+            ("level_mode", LEVEL_MODES),
+            ("conditioning", CONDITIONINGS),
+            ("attention", ATTENTIONS),
+            ("step_pool", STEP_POOLS),
+        ):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"ModelConfig.{name}={getattr(self, name)!r}; choose one of {allowed}")
+        if self.width % self.heads:
+            raise ValueError(f"width {self.width} is not divisible by heads {self.heads}")
+        if (self.width // self.heads) // 3 < 2:
+            raise ValueError(f"head dim {self.width // self.heads} is too small for 3-D RoPE (needs >= 6)")
+        if self.head_width % self.head_heads:
+            raise ValueError(f"head_width {self.head_width} is not divisible by head_heads {self.head_heads}")
+        for name in ("n_past", "n_future"):
+            if getattr(self, name) % self.tubelet:
+                raise ValueError(f"{name}={getattr(self, name)} is not a multiple of tubelet {self.tubelet}")
+        if self.step_pool == "pairs" and self.n_past != self.n_future:
+            raise ValueError("step_pool='pairs' needs n_past == n_future (pairs of all slots -> future steps)")
+        if self.attn_frames_per_call < 1:
+            raise ValueError("attn_frames_per_call must be >= 1")
+
+    @property
+    def patches(self) -> int:
+        return self.grid_h * self.grid_w
+
+    @property
+    def guided(self) -> bool:
+        return self.variant != "jepa"
+
+    def replace(self, **changes: Any) -> ModelConfig:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ModelConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigMismatchError(f"unknown ModelConfig fields {unknown} (saved by a newer tjepa?)")
+        return cls(**data)
+
+    @classmethod
+    def from_store_layout(
+        cls, layout: Mapping[str, Any], preset: str | ModelConfig = "paper", **overrides: Any
+    ) -> ModelConfig:
+        """A preset with its input dimensions taken from the store's `layout` attribute.
+
+        `layout` needs patches (an int, a perfect square, or [h, w]), vjepa_width, levels, vlm_width,
+        tubelet, n_past, n_future; `grid` ([h, w]) is used when present. Other keys are ignored.
+        """
+        missing = [k for k in ("patches", "vjepa_width", "levels", "vlm_width", "tubelet", "n_past", "n_future")
+                   if k not in layout]
+        if missing:
+            raise StoreFormatError(f"store layout lacks {missing}; got keys {sorted(layout)}")
+        grid = layout.get("grid", layout["patches"])
+        if isinstance(grid, int):
+            side = math.isqrt(grid)
+            if side * side != grid:
+                raise StoreFormatError(f"layout patches={grid} is not a square grid; add layout['grid']=[h, w]")
+            grid = (side, side)
+        grid_h, grid_w = (int(g) for g in grid)
+        if isinstance(layout["patches"], int) and grid_h * grid_w != layout["patches"]:
+            raise StoreFormatError(f"layout grid {grid_h}x{grid_w} disagrees with patches={layout['patches']}")
+        base = preset if isinstance(preset, ModelConfig) else PRESETS[preset]
+        dims = dict(
+            vjepa_width=int(layout["vjepa_width"]),
+            grid_h=grid_h,
+            grid_w=grid_w,
+            tubelet=int(layout["tubelet"]),
+            vlm_width=int(layout["vlm_width"]),
+            levels=int(layout["levels"]),
+            n_past=int(layout["n_past"]),
+            n_future=int(layout["n_future"]),
+        )
+        return base.replace(**{**dims, **overrides})
+
+
+PAPER = ModelConfig()
+
+# Small enough for a training step on 2 CPU cores in milliseconds; deterministic (no dropout).
+TINY = ModelConfig(
+    vjepa_width=32,
+    grid_h=4,
+    grid_w=4,
+    vlm_width=64,
+    width=64,
+    depth=2,
+    heads=4,
+    dropout=0.0,
+    drop_path=0.0,
+    guidance_width=32,
+    film_hidden=64,
+    head_width=64,
+    head_heads=4,
+    head_dropout=0.0,
+)
+
+PRESETS: dict[str, ModelConfig] = {"paper": PAPER, "tiny": TINY}
+
+
+def preset(name: str, **overrides: Any) -> ModelConfig:
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    return PRESETS[name].replace(**overrides)

@@ -1,0 +1,138 @@
+"""Guided latent predictor: a V-JEPA-2-style pre-norm transformer over (observed + future) frame slots.
+
+Observed tubelet latents are embedded and repeated once per frame of their tubelet; future slots are
+a learned mask token. Positions come only from 3-D RoPE (t, h, w) on q/k. Attention is frame-causal.
+Before every block the guidance conditions the stream (FiLM), the block's norms (AdaLN), or adds a
+gated cross-attention to the VLM tokens of the block's level.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from tjepa.train.attention import CrossAttention, FrameCausalSelfAttention
+from tjepa.train.config import ModelConfig
+from tjepa.train.guidance import Guidance
+from tjepa.train.rope import Rope3D, token_positions
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: drop the whole residual branch per sample, rescale the survivors."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        keep = torch.rand(x.shape[0], *([1] * (x.dim() - 1)), device=x.device) >= self.p
+        return x * keep.to(x.dtype) / (1.0 - self.p)
+
+
+class Mlp(nn.Module):
+    def __init__(self, width: int, hidden: int, dropout: float):
+        super().__init__()
+        self.fc1 = nn.Linear(width, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, width)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig, drop_path: float, conditioning: str | None):
+        super().__init__()
+        self.conditioning = conditioning
+        w = cfg.width
+        # AdaLN: the affine parameters of both norms come from the guidance instead.
+        affine = conditioning != "adaln"
+        self.norm1 = nn.LayerNorm(w, eps=cfg.ln_eps, elementwise_affine=affine)
+        self.attn = FrameCausalSelfAttention(w, cfg.heads, cfg.qkv_bias, cfg.dropout, cfg.attention,
+                                             cfg.attn_frames_per_call)
+        self.norm2 = nn.LayerNorm(w, eps=cfg.ln_eps, elementwise_affine=affine)
+        self.mlp = Mlp(w, int(w * cfg.mlp_ratio), cfg.dropout)
+        self.drop_path = DropPath(drop_path)
+        if conditioning == "crossattn":
+            self.norm_cross = nn.LayerNorm(w, eps=cfg.ln_eps)
+            self.cross = CrossAttention(w, cfg.guidance_width, cfg.heads, cfg.qkv_bias, cfg.dropout, cfg.ln_eps)
+
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, frame_len: int,
+                mod: Tensor | None = None, ctx: tuple[Tensor, Tensor] | None = None,
+                gate: Tensor | None = None) -> Tensor:
+        """x [B, N, W]; mod [B, k*W] (FiLM/AdaLN, gated); ctx (tokens, mask) + gate (crossattn)."""
+        scale_shift = None
+        if mod is not None:
+            parts = [p[:, None, :] for p in mod.chunk(2 if self.conditioning == "film" else 4, dim=-1)]
+            if self.conditioning == "film":
+                x = x * (1 + parts[0]) + parts[1]
+            else:
+                scale_shift = parts
+        h = self.norm1(x)
+        if scale_shift is not None:
+            h = h * (1 + scale_shift[0]) + scale_shift[1]
+        x = x + self.drop_path(self.attn(h, cos, sin, frame_len))
+        if ctx is not None:
+            x = x + self.drop_path(gate * self.cross(self.norm_cross(x), *ctx))
+        h = self.norm2(x)
+        if scale_shift is not None:
+            h = h * (1 + scale_shift[2]) + scale_shift[3]
+        return x + self.drop_path(self.mlp(h))
+
+
+class GuidedPredictor(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        conditioning = cfg.conditioning if cfg.guided else None
+        self.embed = nn.Linear(cfg.vjepa_width, cfg.width)
+        self.mask_token = nn.Parameter(torch.zeros(cfg.width))
+        self.rope = Rope3D(cfg.width // cfg.heads, cfg.rope_theta)
+        rates = [cfg.drop_path * i / max(cfg.depth - 1, 1) for i in range(cfg.depth)]
+        self.blocks = nn.ModuleList(Block(cfg, r, conditioning) for r in rates)
+        self.norm = nn.LayerNorm(cfg.width, eps=cfg.ln_eps)
+        self.out = nn.Linear(cfg.width, cfg.vjepa_width)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        nn.init.trunc_normal_(self.mask_token, std=0.02)
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+        # V-JEPA's depth rescaling of the residual output projections.
+        for i, blk in enumerate(self.blocks):
+            blk.attn.proj.weight.data.div_(math.sqrt(2.0 * (i + 1)))
+            blk.mlp.fc2.weight.data.div_(math.sqrt(2.0 * (i + 1)))
+
+    def forward(self, past: Tensor, future_tubelets: int, guidance: Guidance | None = None,
+                time_offset: float = 0.0, return_all: bool = False) -> Tensor:
+        """past [B, To/t, P, D] tubelet latents -> predicted future frame slots [B, Tf, P, D]
+        (Tf = future_tubelets * tubelet), or all To + Tf slots with `return_all` (for tests)."""
+        cfg = self.cfg
+        b, n_tub, p, _ = past.shape
+        if p != cfg.patches:
+            raise ValueError(f"past latents have {p} patches; the model expects {cfg.patches}")
+        n_obs, n_fut = n_tub * cfg.tubelet, future_tubelets * cfg.tubelet
+        obs = self.embed(past).repeat_interleave(cfg.tubelet, dim=1)  # embed-then-repeat == repeat-then-embed
+        fut = self.mask_token.to(obs.dtype).expand(b, n_fut, p, cfg.width)
+        x = torch.cat((obs, fut), dim=1).flatten(1, 2)  # [B, (To+Tf)*P, W], frame-major
+        pos = token_positions(n_obs + n_fut, cfg.grid_h, cfg.grid_w, time_offset, device=x.device)
+        cos, sin = self.rope.angles(pos)
+        for i, blk in enumerate(self.blocks):
+            if guidance is None:
+                x = blk(x, cos, sin, p)
+            elif guidance.mod is not None:
+                x = blk(x, cos, sin, p, mod=guidance.mod[i])
+            else:
+                x = blk(x, cos, sin, p, ctx=guidance.ctx[i], gate=guidance.gate[i])
+        x = x.view(b, n_obs + n_fut, p, cfg.width)
+        if not return_all:
+            x = x[:, n_obs:]
+        return self.out(self.norm(x))
