@@ -1,6 +1,36 @@
-"""`tjepa validate` (placeholder: its owner replaces this file)."""
+"""`tjepa validate STORE`: check everything the store promises; exit 0 only when it is valid."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
 
 
-def validate() -> None:
-    """Not built yet."""
-    raise NotImplementedError("tjepa validate is not implemented yet")
+def validate(
+    store: Annotated[Path, typer.Argument(help="Path of a tjepa feature store (Zarr v3 directory).")],
+    quick: Annotated[bool, typer.Option("--quick", help="Structure, status and ledger only; skip reading row data.")] = False,
+    limit: Annotated[int, typer.Option(min=1, help="Print at most this many problems.")] = 50,
+) -> None:
+    """Validate a feature store: format, arrays, status, ledger, and (unless --quick) every done row."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from tjepa.cache_schema.validate import validate_store
+
+    console = Console()
+    with Progress(TextColumn("checking shards"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("shards", total=None)
+        problems = validate_store(store, full=not quick,
+                                  progress=lambda done, total: bar.update(task, completed=done, total=total))
+    if not problems:
+        console.print(f"[green]valid[/]: {store}" + (" (quick: row data not read)" if quick else ""), highlight=False)
+        return
+    console.print(f"[red]{len(problems)} problem(s)[/] in {store}:", highlight=False)
+    for p in problems[:limit]:
+        console.print(f"  - {p}", highlight=False, markup=False)
+    if len(problems) > limit:
+        console.print(f"  ... and {len(problems) - limit} more (raise --limit)", highlight=False)
+    raise typer.Exit(code=1)

@@ -1,0 +1,97 @@
+"""`store_summary` (a JSON-ready description of a store) and `render_summary` (the same, with rich)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from tjepa.cache_schema.layout import RAW, array_specs
+from tjepa.cache_schema.ledger import LEDGER_NAME, Ledger
+from tjepa.cache_schema.store import FeatureStore
+
+
+def _dir_bytes(path: Path) -> int:
+    """Bytes of data files under an array directory (its zarr.json excluded)."""
+    total = 0
+    for root, _, files in os.walk(path):
+        for f in files:
+            if not (f == "zarr.json" and Path(root) == path):
+                total += os.path.getsize(os.path.join(root, f))
+    return total
+
+
+def store_summary(path: str | Path) -> dict:
+    """Counts, identity, layout, provenance and a per-array table (with compression ratios)."""
+    store = FeatureStore.open(path, mode="r")
+    info = store.info()
+    layout = store.layout
+    arrays = []
+    for spec in array_specs(layout):
+        arr = store.array(spec.path)
+        stored = _dir_bytes(store.path / spec.path)
+        per_row = spec.row_nbytes(layout)
+        # Row-chunked arrays hold data only for written rows; block chunks always cover all rows.
+        filled = info["done"] if spec.chunking == "row" else store.n_rows
+        raw = None if per_row is None else per_row * filled
+        arrays.append({
+            "path": spec.path,
+            "shape": list(arr.shape),
+            "dtype": spec.dtype,
+            "dims": list(spec.dims),
+            "chunks": list(arr.chunks),
+            "shards": list(arr.shards) if arr.shards else None,
+            "codec": "none" if spec.codec == RAW else spec.codec,
+            "stored_bytes": stored,
+            "raw_bytes": raw,
+            "ratio": round(raw / stored, 3) if raw and stored else None,
+        })
+    return {
+        **info,
+        "bytes": store.nbytes_on_disk(),
+        "ledger_entries": len(Ledger(store.path / LEDGER_NAME).read()),
+        "layout": layout.to_dict(),
+        "config": store.config,
+        "provenance": store.provenance,
+        "runs": store._group.attrs.get("runs", []),
+        "arrays": arrays,
+    }
+
+
+def _human(n: int | None) -> str:
+    if n is None:
+        return "-"
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return str(n)
+
+
+def render_summary(summary: dict, console) -> None:
+    """Print the summary: a header, layout and provenance, then one table row per array."""
+    from rich.table import Table
+
+    s = summary
+    console.print(f"[bold]{s['path']}[/]  tjepa-cache schema v{s['version']}")
+    console.print(f"rows {s['rows']}: [green]{s['done']} done[/], [red]{s['failed']} failed[/], "
+                  f"[yellow]{s['pending']} pending[/]  ({s['shards']} shards, {_human(s['bytes'])} on disk)")
+    console.print(f"fingerprint {s['fingerprint']}")
+    if s["ledger_entries"]:
+        console.print(f"failure ledger: {s['ledger_entries']} entr{'y' if s['ledger_entries'] == 1 else 'ies'} "
+                      f"in {LEDGER_NAME}")
+    console.print("layout " + ", ".join(f"{k}={v}" for k, v in s["layout"].items()))
+    console.print("provenance " + ", ".join(f"{k}={v}" for k, v in s["provenance"].items()))
+    if s["runs"]:
+        console.print(f"later runs: {len(s['runs'])}")
+    table = Table(title="arrays (rows per chunk / per shard; ratio = raw bytes of the rows held / bytes on disk)")
+    table.add_column("path", no_wrap=True)
+    table.add_column("shape", no_wrap=True)
+    table.add_column("dtype")
+    for col in ("chunk", "shard", "codec", "on disk", "ratio"):
+        table.add_column(col, justify="right")
+    for a in s["arrays"]:
+        table.add_row(a["path"], "x".join(map(str, a["shape"])), a["dtype"], str(a["chunks"][0]),
+                      str(a["shards"][0]) if a["shards"] else "-", a["codec"].replace("blosc-", ""),
+                      _human(a["stored_bytes"]), f"{a['ratio']:.2f}" if a["ratio"] else "-")
+    console.print(table)
