@@ -1,0 +1,95 @@
+"""Checkpoints: plain dicts of tensors and JSON-able values (loadable with `weights_only=True`),
+written atomically (temp file in the same directory, fsync, `os.replace`) so a crash never leaves a
+half-written file behind."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from tjepa.errors import InputError
+
+FORMAT = "tjepa-checkpoint"
+VERSION = 1
+
+
+def atomic_save(obj: Any, path: str | Path) -> Path:
+    """torch.save to `path` so that readers see either the old file or the complete new one."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as fh:
+            torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:  # make the rename itself durable
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+    return path
+
+
+def rng_state() -> dict[str, Any]:
+    """Every RNG a training step may draw from, in weights_only-loadable form."""
+    np_state = np.random.get_state(legacy=False)
+    py = random.getstate()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"key": torch.from_numpy(np.asarray(np_state["state"]["key"], dtype=np.int64)),
+                  "pos": int(np_state["state"]["pos"]), "has_gauss": int(np_state["has_gauss"]),
+                  "gauss": float(np_state["gauss"])},
+        "python": [py[0], list(py[1]), py[2]],
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state({"bit_generator": "MT19937",
+                         "state": {"key": n["key"].numpy().astype(np.uint32), "pos": n["pos"]},
+                         "has_gauss": n["has_gauss"], "gauss": n["gauss"]})
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    if "cuda" in state and torch.cuda.is_available():
+        if len(state["cuda"]) != torch.cuda.device_count():
+            raise InputError("<checkpoint>", f"saved {len(state['cuda'])} CUDA RNG states, this machine has "
+                                             f"{torch.cuda.device_count()} devices")
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def make_checkpoint(*, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                    scaler: torch.amp.GradScaler, epoch: int, best_val_ade: float,
+                    config: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
+    """The checkpoint dict after `epoch` finished epochs (1-based count)."""
+    return {"format": FORMAT, "version": VERSION, "epoch": int(epoch), "best_val_ade": float(best_val_ade),
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+            "rng": rng_state(), "config": config, "metrics": metrics}
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load and sanity-check a checkpoint (weights_only: no code runs on load)."""
+    path = Path(path)
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError as err:
+        raise InputError(path, "no such checkpoint") from err
+    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as err:
+        raise InputError(path, f"unreadable checkpoint ({type(err).__name__}: {err})") from err
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise InputError(path, "not a tjepa checkpoint")
+    if ckpt.get("version") != VERSION:
+        raise InputError(path, f"checkpoint version {ckpt.get('version')!r}; this code reads {VERSION}")
+    return ckpt

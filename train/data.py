@@ -1,0 +1,208 @@
+"""A torch Dataset over the feature store: one item = one done video row, as the stage-two batch dict.
+
+Reads only what the model needs (per-level means, tokens only when asked), never opens more than the
+rows it was given, and is safe in DataLoader worker processes: the zarr group is opened lazily in each
+process and never pickled. `preload=True` reads every needed array once, in bulk, into memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import zarr
+
+from tjepa.errors import StoreFormatError, TjepaError
+
+STATUS_DONE = 1
+
+# batch key -> store array; `cam_last` is the last step of cam_past
+_BASE = {
+    "vjepa_past": "vjepa/past", "vjepa_future": "vjepa/future",
+    "prompt_mean": "vlm/prompt_mean", "think_mean": "vlm/think_mean",
+    "joints_past": "targets/joints_past", "valid_past": "targets/valid_past",
+    "joints_future": "targets/joints_future", "valid_future": "targets/valid_future",
+    "cam_last": "targets/cam_past",
+}
+_TOKENS = {"prompt_tokens": "vlm/prompt_tokens", "prompt_len": "vlm/prompt_len",
+           "think_tokens": "vlm/think_tokens", "think_len": "vlm/think_len"}
+_LEVELLED = ("prompt_mean", "think_mean", "prompt_tokens", "think_tokens")  # axis 0 = level (per row)
+
+
+def _find_layers(node: Any) -> list[list[int]]:
+    """Every `layers` list of ints anywhere in a nested config dict."""
+    found: list[list[int]] = []
+    if isinstance(node, dict):
+        for key, val in node.items():
+            if key == "layers" and isinstance(val, (list, tuple)) and all(isinstance(x, int) for x in val):
+                found.append([int(x) for x in val])
+            else:
+                found.extend(_find_layers(val))
+    return found
+
+
+def captured_layers(config: dict) -> tuple[int, ...]:
+    """The decoder layer numbers the store captured (the `layers` list of the encoder config)."""
+    found = {tuple(x) for x in _find_layers(config)}
+    if len(found) != 1:
+        raise StoreFormatError(f"the store config must name exactly one `layers` list of captured decoder "
+                               f"layers, found {sorted(found) or 'none'}")
+    return found.pop()
+
+
+@dataclass(frozen=True)
+class StoreIndex:
+    """What the trainer needs to know about a store before reading any feature."""
+
+    path: str
+    videos: tuple[str, ...]
+    groups: tuple[str, ...]
+    done: np.ndarray  # bool [N]
+    layout: dict
+    config: dict
+    fingerprint: str
+    layers: tuple[int, ...]
+    has_targets: bool
+    has_tokens: bool
+
+
+def read_index(store_path: str | Path) -> StoreIndex:
+    """Open a store read-only and read its attributes and index arrays (never the features)."""
+    path = str(store_path)
+    try:
+        g = zarr.open_group(path, mode="r")
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError) as err:
+        raise StoreFormatError(f"{path}: no feature store here ({err})") from err
+    attrs = dict(g.attrs)
+    if attrs.get("format") != "tjepa-cache":
+        raise StoreFormatError(f"{path}: not a tjepa feature store (format={attrs.get('format')!r})")
+    if attrs.get("version") != 1:
+        raise StoreFormatError(f"{path}: store schema version {attrs.get('version')!r}; this code reads 1")
+    for key in ("layout", "config", "fingerprint"):
+        if key not in attrs:
+            raise StoreFormatError(f"{path}: the store has no `{key}` attribute")
+    try:
+        status = g["index/status"][...]
+        videos = tuple(str(v) for v in g["index/video"][...].tolist())
+        groups = tuple(str(v) for v in g["index/group"][...].tolist())
+    except KeyError as err:
+        raise StoreFormatError(f"{path}: missing index array ({err})") from err
+    return StoreIndex(
+        path=path, videos=videos, groups=groups, done=np.asarray(status) == STATUS_DONE,
+        layout=dict(attrs["layout"]), config=dict(attrs["config"]), fingerprint=str(attrs["fingerprint"]),
+        layers=captured_layers(attrs["config"]), has_targets="targets/joints_future" in g,
+        has_tokens="vlm/prompt_tokens" in g and "vlm/think_tokens" in g,
+    )
+
+
+def level_positions(captured: Sequence[int], levels: Sequence[int] | None) -> tuple[int, ...]:
+    """Positions along the level axis of the requested layer numbers (None = all, in store order)."""
+    if levels is None:
+        return tuple(range(len(captured)))
+    missing = [lv for lv in levels if lv not in captured]
+    if missing or len(set(levels)) != len(levels) or not levels:
+        raise TjepaError(f"levels {tuple(levels)} must be distinct layer numbers captured in the store "
+                         f"{tuple(captured)} (not in the store: {missing}); re-extract to use other layers")
+    return tuple(list(captured).index(lv) for lv in levels)
+
+
+class CacheDataset(torch.utils.data.Dataset):
+    """Done rows of a store as stage-two batch dicts (float32 tensors, bool masks, long lengths).
+
+    `rows`: store rows to serve (None = all done rows); every row must be done. `levels`: a subset of
+    the captured decoder layer numbers (None = all). Items also carry `row` (long), the store row.
+    """
+
+    def __init__(self, store_path: str | Path, rows: Sequence[int] | None = None,
+                 levels: tuple[int, ...] | None = None, with_tokens: bool = False, preload: bool = False):
+        self.index = read_index(store_path)
+        self.path = self.index.path
+        if not self.index.has_targets:
+            raise TjepaError(f"{self.path}: the store has no targets (made from plain videos); the "
+                             f"trajectory head needs EgoDex-style labels to train")
+        if with_tokens and not self.index.has_tokens:
+            raise TjepaError(f"{self.path}: the store has no token arrays (vlm/prompt_tokens, "
+                             f"vlm/think_tokens); re-run `tjepa cache` keeping tokens, or use mean conditioning")
+        done = self.index.done
+        if rows is None:
+            rows = np.flatnonzero(done).tolist()
+        rows = [int(r) for r in rows]
+        bad = [r for r in rows if not 0 <= r < len(done) or not done[r]]
+        if bad:
+            raise TjepaError(f"{self.path}: {len(bad)} requested row(s) are not done rows (first: {bad[0]}); "
+                             f"only rows with status done can be read")
+        self.rows = tuple(rows)
+        self.levels = tuple(self.index.layers[i] for i in level_positions(self.index.layers, levels))
+        self._lv = np.asarray(level_positions(self.index.layers, levels))
+        self._all_levels = len(self._lv) == len(self.index.layers) and bool((self._lv == np.arange(len(self._lv))).all())
+        self.fields = dict(_BASE, **(_TOKENS if with_tokens else {}))
+        self._group: zarr.Group | None = None  # opened lazily per process
+        self._mem: dict[str, np.ndarray] | None = None
+        if preload:
+            self._mem = self._read_bulk()
+
+    # --- process safety: a zarr handle never crosses a pickle boundary
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_group"] = None
+        return state
+
+    def _open(self) -> zarr.Group:
+        if self._group is None:
+            self._group = zarr.open_group(self.path, mode="r")
+        return self._group
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def _select_levels(self, key: str, x: np.ndarray, level_axis: int) -> np.ndarray:
+        if key in _LEVELLED and not self._all_levels:
+            return np.take(x, self._lv, axis=level_axis)
+        return x
+
+    def _read_bulk(self) -> dict[str, np.ndarray]:
+        """One read per array for all rows (a slice when the rows are contiguous)."""
+        g = self._open()
+        rows = np.asarray(self.rows, np.int64)
+        contiguous = rows.size > 0 and bool((np.diff(rows) == 1).all())
+        mem = {}
+        for key, name in self.fields.items():
+            arr = g[name]
+            x = arr[int(rows[0]):int(rows[-1]) + 1] if contiguous else arr.oindex[rows]
+            if key == "cam_last":
+                x = np.ascontiguousarray(x[:, -1])
+            mem[key] = self._select_levels(key, x, 1)
+        return mem
+
+    def _read_row(self, i: int) -> dict[str, np.ndarray]:
+        if self._mem is not None:
+            return {k: v[i] for k, v in self._mem.items()}
+        g, row = self._open(), self.rows[i]
+        out = {}
+        for key, name in self.fields.items():
+            x = g[name][row, -1] if key == "cam_last" else g[name][row]
+            out[key] = self._select_levels(key, np.asarray(x), 0)
+        return out
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        raw = self._read_row(i)
+        item: dict[str, torch.Tensor] = {}
+        for key, x in raw.items():
+            if x.dtype == np.bool_:
+                item[key] = torch.from_numpy(np.array(x, dtype=bool))
+            elif key.endswith("_len"):
+                item[key] = torch.tensor(int(x), dtype=torch.long)
+            else:
+                item[key] = torch.from_numpy(np.array(x, dtype=np.float32))
+        item["row"] = torch.tensor(self.rows[i], dtype=torch.long)
+        return item
+
+    def model_layout(self) -> dict:
+        """The store layout as the model sees it (level count reduced to the chosen subset)."""
+        layout = dict(self.index.layout)
+        layout["levels"] = len(self.levels) if isinstance(layout.get("levels"), int) else list(self.levels)
+        return layout

@@ -1,0 +1,367 @@
+"""The stage-two trainer: store -> group-disjoint splits -> model -> AdamW with the published schedule
+-> per-epoch validation, metrics.jsonl and atomic checkpoints; exact resume; DDP under torchrun.
+
+Reproducibility: the shuffle order of epoch e is a function of (seed, e) only, the learning rates are
+a pure function of the epoch (`TrainConfig.lr_at`), and checkpoints carry model, optimizer, scaler
+and every RNG state, so on CPU an interrupted and resumed run equals the uninterrupted one.
+Checkpoint selection reads the val split only; the test split is never opened here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, DistributedSampler, Sampler
+
+from tjepa.errors import TjepaError
+from tjepa.train.checkpoint import atomic_save, load_checkpoint, make_checkpoint, set_rng_state
+from tjepa.train.data import CacheDataset, read_index
+from tjepa.train.run_config import RunPaths, TrainConfig, prepare_run_dir, run_document
+from tjepa.train.splits import Splits, make_splits, read_splits, write_splits
+
+
+class NonFiniteLossError(TjepaError):
+    """Training stopped on a NaN/inf loss; the last good checkpoint is left untouched."""
+
+
+class EpochSampler(Sampler[int]):
+    """A shuffle whose order depends only on (seed, epoch): no sampler state to checkpoint."""
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return iter(torch.randperm(self.n, generator=g).tolist())
+
+    def __len__(self) -> int:
+        return self.n
+
+
+@dataclass
+class Dist:
+    """Process layout: a single process unless launched by torchrun with WORLD_SIZE > 1."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    owns_group: bool = False
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            dist.barrier()
+
+
+def _setup(device: str) -> Dist:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    if device == "auto":
+        device = f"cuda:{local}" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise TjepaError(f"--device {device}: CUDA is not available on this machine")
+    if dev.type == "cuda" and world > 1 and dev.index is None:
+        dev = torch.device("cuda", local)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    owns = False
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
+        owns = True
+    return Dist(rank=rank, world=world, local_rank=local, device=dev, owns_group=owns)
+
+
+def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def _head_group(group: dict[str, Any]) -> bool:
+    name = group.get("name")
+    if name is None:
+        raise TjepaError("model.param_groups() must name each group ('name' key) so the trainer "
+                         "knows which learning rate schedule it follows")
+    return str(name).startswith("head")
+
+
+@torch.no_grad()
+def evaluate(core: torch.nn.Module, loader: DataLoader, device: torch.device, amp: bool,
+             world: int = 1) -> dict[str, float]:
+    """Masked, sample-weighted val ADE / FDE / Acc@5cm (eval.metrics.TrajectoryMeter) and the mean
+    latent loss. Each rank scores its own shard; sums are all-reduced. Runs the bare module, not
+    the DDP wrapper, so ranks with different shard sizes never wait on each other."""
+    from tjepa.eval.metrics import TrajectoryMeter
+
+    core.eval()
+    meter, lat, n = TrajectoryMeter(horizons=()), 0.0, 0
+    for batch in loader:
+        batch = _to(batch, device)
+        with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+            out = core(batch)
+            losses = core.loss(batch, out)
+        meter.update(out.traj_world.float(), batch["joints_future"], batch["valid_future"])
+        b = batch["joints_future"].shape[0]
+        lat, n = lat + float(losses["latent"]) * b, n + b
+    m = meter.compute() if n else {"ade": 0.0, "fde": 0.0, "acc": 0.0, "n": 0, "n_fde": 0}
+    k, kf = m["n"], m["n_fde"]
+    sums = torch.tensor([m["ade"] * k if k else 0.0, m["fde"] * kf if kf else 0.0,
+                         m["acc"] * k if k else 0.0, k, kf, lat, n], dtype=torch.float64, device=device)
+    if world > 1:
+        dist.all_reduce(sums)
+    ade, fde, acc, k, kf, lat, n = sums.tolist()
+    nan = float("nan")
+    return {"val_ade": ade / k if k else nan, "val_fde": fde / kf if kf else nan,
+            "val_acc": acc / k if k else nan, "val_latent": lat / n if n else nan}
+
+
+class EpochBar:
+    """A rich progress bar for one epoch (on stderr) with samples/s and the running loss."""
+
+    def __init__(self, epoch: int, epochs: int, total: int, enabled: bool = True):
+        self.enabled, self.epoch, self.epochs, self.total = enabled, epoch, epochs, total
+        self._p: Any = None
+
+    def __enter__(self) -> EpochBar | None:
+        if not self.enabled:
+            return None
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self._t0 = time.perf_counter()
+        self._p = Progress(TextColumn("epoch {task.fields[ep]}"), BarColumn(), MofNCompleteColumn(),
+                           TextColumn("{task.fields[rate]:.1f} samples/s  loss {task.fields[loss]:.4g}"),
+                           TimeRemainingColumn(), console=Console(stderr=True), transient=True)
+        self._p.start()
+        self._task = self._p.add_task("train", total=self.total, ep=f"{self.epoch}/{self.epochs}",
+                                      rate=0.0, loss=float("nan"))
+        return self
+
+    def advance(self, n: int, loss: float) -> None:
+        done = self._p.tasks[0].completed + n
+        rate = done / max(time.perf_counter() - self._t0, 1e-9)
+        self._p.update(self._task, advance=n, rate=rate, loss=loss)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._p is not None:
+            self._p.stop()
+
+    @staticmethod
+    def summary(m: dict[str, Any]) -> None:
+        from rich.console import Console
+
+        Console(stderr=True).print(
+            f"epoch {m['epoch']}: loss {m['train_loss']:.4g} (traj {m['train_traj']:.4g}, latent "
+            f"{m['train_latent']:.4g}) | val ADE {m['val_ade']:.4f} FDE {m['val_fde']:.4f} Acc "
+            f"{m['val_acc']:.3f}{' *' if m['best'] else ''} | {m['samples_per_s']:.1f} samples/s, "
+            f"{m['time']:.1f}s", highlight=False)
+
+
+class Trainer:
+    """Build everything for one run directory; `fit()` trains (resuming when RUN allows it)."""
+
+    def __init__(self, cfg: TrainConfig, store: str | Path, run_dir: str | Path, *, resume: bool = True,
+                 progress: bool = True, model_overrides: dict[str, Any] | None = None):
+        from tjepa.train.config import ModelConfig
+        from tjepa.train.model import ThinkJEPA
+
+        self.cfg, self.progress = cfg, progress
+        self.d = _setup(cfg.device)
+        self.amp = cfg.amp and self.d.device.type == "cuda"
+        index = read_index(store)
+        with_tokens = cfg.conditioning == "crossattn"
+        probe = CacheDataset(store, rows=[], levels=cfg.levels, with_tokens=with_tokens)
+        self.model_cfg = ModelConfig.from_store_layout(
+            probe.model_layout(), cfg.preset, variant=cfg.variant, stream=cfg.stream,
+            level_mode=cfg.level_mode, conditioning=cfg.conditioning, **(model_overrides or {}))
+        self.doc = run_document(cfg, self.model_cfg.to_dict(), index.path, index.fingerprint, probe.levels)
+        self.paths = RunPaths(Path(run_dir))
+        if self.d.main:
+            prepare_run_dir(run_dir, self.doc, resume)
+        self.d.barrier()
+        self.resuming = resume and self.paths.latest.exists()
+
+        if self.resuming and self.paths.splits.exists():
+            self.splits: Splits = read_splits(run_dir, index.videos, index.done)
+        else:
+            self.splits = make_splits(index.groups, index.done, cfg.fractions, cfg.split_seed)
+            if self.d.main:
+                write_splits(run_dir, self.splits, index.videos)
+        lim = slice(None, cfg.limit)
+        self.train_ds = CacheDataset(store, self.splits.train[lim], cfg.levels, with_tokens, cfg.preload)
+        self.val_ds = CacheDataset(store, self.splits.val[lim][self.d.rank::self.d.world], cfg.levels,
+                                   with_tokens, cfg.preload)
+
+        torch.manual_seed(cfg.seed)  # identical init on every rank (DDP also broadcasts rank 0's)
+        self.core = ThinkJEPA(self.model_cfg).to(self.d.device)
+        if self.d.rank:
+            torch.manual_seed(cfg.seed + self.d.rank)  # distinct dropout masks per rank
+        self.model: torch.nn.Module = self.core
+        if self.d.world > 1:
+            self.model = torch.nn.parallel.DistributedDataParallel(
+                self.core, device_ids=[self.d.device.index] if self.d.device.type == "cuda" else None,
+                find_unused_parameters=True)  # ablations (one stream, jepa) leave parameters unused
+        groups = self.core.param_groups(cfg.lr_head, cfg.lr_predictor, cfg.weight_decay)
+        self.head_groups = [_head_group(g) for g in groups]
+        self.opt = torch.optim.AdamW(groups, lr=cfg.lr_predictor, weight_decay=cfg.weight_decay)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+
+        if self.d.world > 1:
+            self.sampler: Sampler[int] = DistributedSampler(self.train_ds, self.d.world, self.d.rank,
+                                                            shuffle=True, seed=cfg.seed)
+        else:
+            self.sampler = EpochSampler(len(self.train_ds), cfg.seed)
+        workers = dict(num_workers=cfg.num_workers, persistent_workers=cfg.num_workers > 0,
+                       pin_memory=self.d.device.type == "cuda")
+        self.train_loader = DataLoader(self.train_ds, batch_size=cfg.batch_size, sampler=self.sampler,
+                                       generator=torch.Generator().manual_seed(cfg.seed), **workers)
+        self.val_loader = DataLoader(self.val_ds, batch_size=cfg.batch_size, shuffle=False,
+                                     generator=torch.Generator().manual_seed(cfg.seed), **workers)
+        self.epoch, self.best = 0, math.inf
+        if self.resuming:
+            self._restore()
+
+    # ------------------------------------------------------------------ state
+    def _restore(self) -> None:
+        ckpt = load_checkpoint(self.paths.latest, map_location=self.d.device)
+        self.core.load_state_dict(ckpt["model"])
+        self.opt.load_state_dict(ckpt["optimizer"])
+        if ckpt["scaler"]:
+            self.scaler.load_state_dict(ckpt["scaler"])
+        self.epoch, self.best = int(ckpt["epoch"]), float(ckpt["best_val_ade"])
+        states = ckpt["rng"]
+        if len(states) == self.d.world:
+            set_rng_state(states[self.d.rank])
+        elif self.d.main:
+            import warnings
+
+            warnings.warn(f"resuming with {self.d.world} processes from a checkpoint of {len(states)}: "
+                          f"dropout RNG streams are reseeded, so the run will not match bit for bit",
+                          UserWarning, stacklevel=2)
+        if self.d.main and self.paths.metrics.exists():  # drop lines of epochs the checkpoint lacks
+            lines = [ln for ln in self.paths.metrics.read_text().splitlines()
+                     if ln.strip() and json.loads(ln)["epoch"] <= self.epoch]
+            self.paths.metrics.write_text("".join(ln + "\n" for ln in lines))
+
+    def _gather_rng(self) -> list[dict[str, Any]]:
+        from tjepa.train.checkpoint import rng_state
+
+        mine = rng_state()
+        if self.d.world == 1:
+            return [mine]
+        out: list[Any] = [None] * self.d.world
+        dist.all_gather_object(out, mine)
+        return out
+
+    def _save(self, metrics: dict[str, Any], improved: bool) -> None:
+        rng = self._gather_rng()  # collective: every rank takes part
+        if not self.d.main:
+            return
+        ckpt = make_checkpoint(model=self.core, optimizer=self.opt, scaler=self.scaler, epoch=self.epoch,
+                               best_val_ade=self.best, config=self.doc, metrics=metrics)
+        ckpt["rng"] = rng
+        with open(self.paths.metrics, "a") as fh:
+            fh.write(json.dumps(metrics) + "\n")
+        if improved:
+            atomic_save(ckpt, self.paths.best)
+        atomic_save(ckpt, self.paths.latest)
+
+    # ------------------------------------------------------------------ epochs
+    def _set_lr(self, epoch: int) -> tuple[float, float]:
+        lr_head, lr_pred = self.cfg.lr_at(epoch)
+        for g, is_head in zip(self.opt.param_groups, self.head_groups, strict=True):
+            g["lr"] = lr_head if is_head else lr_pred
+        return lr_head, lr_pred
+
+    def _nonfinite(self, losses: dict[str, torch.Tensor], batch: dict[str, torch.Tensor], step: int) -> None:
+        done = f"the last good checkpoint ({self.paths.latest}, epoch {self.epoch}) is untouched" \
+            if self.epoch else "no checkpoint had been written yet"
+        parts = ", ".join(f"{k}={float(v):.4g}" for k, v in losses.items())
+        rows = batch["row"].tolist() if "row" in batch else "?"
+        raise NonFiniteLossError(f"non-finite loss at epoch {self.epoch + 1}, step {step} ({parts}; "
+                                 f"store rows {rows}); training stopped and {done}")
+
+    def _train_epoch(self, bar: Any) -> dict[str, float]:
+        self.model.train()
+        self.sampler.set_epoch(self.epoch)  # type: ignore[attr-defined]
+        dev, sums = self.d.device, torch.zeros(4, dtype=torch.float64, device=self.d.device)
+        t0 = time.perf_counter()
+        for step, batch in enumerate(self.train_loader):
+            batch = _to(batch, dev)
+            with torch.autocast(dev.type, dtype=torch.float16, enabled=self.amp):
+                out = self.model(batch)
+                losses = self.core.loss(batch, out)
+            total = losses["total"]
+            ok = torch.isfinite(total.detach()).to(torch.int32)
+            if self.d.world > 1:
+                dist.all_reduce(ok, op=dist.ReduceOp.MIN)
+            if not bool(ok):
+                self._nonfinite(losses, batch, step)
+            self.opt.zero_grad(set_to_none=True)
+            self.scaler.scale(total).backward()
+            self.scaler.step(self.opt)
+            self.scaler.update()
+            n = batch["joints_future"].shape[0]
+            sums += torch.stack([total.detach().double() * n, losses["traj"].detach().double() * n,
+                                 losses["latent"].detach().double() * n, torch.tensor(float(n), device=dev,
+                                                                                      dtype=torch.float64)])
+            if bar is not None:
+                bar.advance(n * self.d.world, float(total))
+        if self.d.world > 1:
+            dist.all_reduce(sums)
+        dt = time.perf_counter() - t0
+        s = sums.tolist()
+        return {"train_loss": s[0] / s[3], "train_traj": s[1] / s[3], "train_latent": s[2] / s[3],
+                "samples_per_s": s[3] / dt if dt > 0 else float("nan")}
+
+    def fit(self, max_epochs: int | None = None) -> list[dict[str, Any]]:
+        """Train until `cfg.epochs` (or for at most `max_epochs` more epochs); returns this call's
+        per-epoch metrics (rank 0 writes them to RUN/metrics.jsonl)."""
+        history: list[dict[str, Any]] = []
+        end = self.cfg.epochs if max_epochs is None else min(self.cfg.epochs, self.epoch + max_epochs)
+        try:
+            while self.epoch < end:
+                t0 = time.perf_counter()
+                lr_head, lr_pred = self._set_lr(self.epoch)
+                with EpochBar(self.epoch + 1, self.cfg.epochs, len(self.sampler) * self.d.world,  # type: ignore[arg-type]
+                              enabled=self.progress and self.d.main) as bar:
+                    train = self._train_epoch(bar)
+                val = evaluate(self.core, self.val_loader, self.d.device, self.amp, self.d.world)
+                self.epoch += 1
+                improved = math.isfinite(val["val_ade"]) and val["val_ade"] < self.best
+                if improved:
+                    self.best = val["val_ade"]
+                metrics = {"epoch": self.epoch, **train, **val, "lr_head": lr_head, "lr_predictor": lr_pred,
+                           "best": improved, "time": time.perf_counter() - t0}
+                self._save(metrics, improved)
+                if self.progress and self.d.main:
+                    EpochBar.summary(metrics)
+                history.append(metrics)
+        finally:
+            if self.d.owns_group:
+                dist.destroy_process_group()
+                self.d.owns_group = False
+        return history
+
+
+def train_run(cfg: TrainConfig, store: str | Path, run_dir: str | Path, *, resume: bool = True,
+              progress: bool = True, max_epochs: int | None = None,
+              model_overrides: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Train (or resume) the run in `run_dir` on `store`; returns this call's per-epoch metrics."""
+    return Trainer(cfg, store, run_dir, resume=resume, progress=progress,
+                   model_overrides=model_overrides).fit(max_epochs)

@@ -1,0 +1,186 @@
+"""The training configuration and the run directory (`RUN/`): its files, its config document, and
+the decision to start fresh or resume.
+
+RUN/config.json   {"train": TrainConfig, "model": ModelConfig, "store": {path, fingerprint}, "split": ...}
+RUN/splits.json   group-disjoint split (see splits.py)
+RUN/metrics.jsonl one line per finished epoch
+RUN/ckpt_latest.pt, RUN/ckpt_best.pt
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tjepa.errors import ConfigMismatchError, InputError, TjepaError
+
+# Settings that change how fast a run goes, not what it computes: a resumed run may change them.
+OPERATIONAL = frozenset({"num_workers", "preload", "device", "progress"})
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Stage-two training settings (published defaults, method.md section 6)."""
+
+    epochs: int = 200
+    batch_size: int = 16  # per process (per GPU under torchrun)
+    seed: int = 42
+    lr_head: float = 1e-3  # x head_lr_decay at epochs E/3 and 2E/3
+    lr_predictor: float = 1e-4  # predictor + guidance, flat
+    weight_decay: float = 1e-4
+    head_lr_decay: float = 0.1
+    amp: bool = True  # fp16 autocast + GradScaler; takes effect on CUDA only
+    num_workers: int = 0
+    preload: bool = False
+    levels: tuple[int, ...] | None = None  # captured decoder layer numbers to use (None = all)
+    # passed through to the model config
+    variant: str = "thinkjepa"
+    preset: str = "paper"
+    stream: str = "both"
+    level_mode: str = "all"
+    conditioning: str = "film"
+    # data
+    limit: int | None = None  # cap on train and val rows each (quick runs); splits.json stays complete
+    fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    split_seed: int = 42  # independent of `seed`, so runs with different seeds share one split
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or self.num_workers < 0:
+            raise TjepaError(f"epochs and batch_size must be >= 1 and num_workers >= 0, got "
+                             f"{self.epochs}, {self.batch_size}, {self.num_workers}")
+        if self.limit is not None and self.limit < 1:
+            raise TjepaError(f"limit must be >= 1 or None, got {self.limit}")
+        if self.levels is not None:
+            object.__setattr__(self, "levels", tuple(int(x) for x in self.levels))
+        object.__setattr__(self, "fractions", tuple(float(x) for x in self.fractions))
+
+    def head_milestones(self) -> tuple[int, int]:
+        """Epochs (0-based) from which the head lr is decayed once, then twice: E/3 and 2E/3."""
+        return self.epochs // 3, (2 * self.epochs) // 3
+
+    def lr_at(self, epoch: int) -> tuple[float, float]:
+        """(head lr, predictor lr) during 0-based `epoch`; a pure function, so resume needs no state."""
+        steps = sum(epoch >= m for m in self.head_milestones() if m > 0)
+        return self.lr_head * self.head_lr_decay**steps, self.lr_predictor
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["levels"] = None if self.levels is None else list(self.levels)
+        d["fractions"] = list(self.fractions)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigMismatchError(f"unknown TrainConfig fields {unknown} (saved by a newer tjepa?)")
+        data = dict(data)
+        if data.get("levels") is not None:
+            data["levels"] = tuple(data["levels"])
+        if "fractions" in data:
+            data["fractions"] = tuple(data["fractions"])
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.json"
+
+    @property
+    def splits(self) -> Path:
+        return self.root / "splits.json"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    @property
+    def latest(self) -> Path:
+        return self.root / "ckpt_latest.pt"
+
+    @property
+    def best(self) -> Path:
+        return self.root / "ckpt_best.pt"
+
+
+def run_document(train: TrainConfig, model: dict[str, Any], store_path: str, fingerprint: str,
+                 levels: tuple[int, ...]) -> dict[str, Any]:
+    """The full, JSON-able description of a run (RUN/config.json)."""
+    from tjepa import __version__
+
+    return {"train": train.to_dict(), "model": dict(model),
+            "store": {"path": str(Path(store_path).resolve()), "fingerprint": fingerprint},
+            "split": {"seed": train.split_seed, "fractions": list(train.fractions)},
+            "levels": list(levels), "tjepa_version": __version__}
+
+
+def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(d, dict):
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(_flat(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: d}
+
+
+def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """'key: old -> new' for every setting that changes what a run computes (paths, versions and
+    operational settings excluded)."""
+    ignore = {f"train.{k}" for k in OPERATIONAL} | {"store.path", "tjepa_version"}
+    a, b = _flat(old), _flat(new)
+    return [f"{k}: {a.get(k, '<absent>')!r} -> {b.get(k, '<absent>')!r}"
+            for k in sorted(set(a) | set(b)) if k not in ignore and a.get(k) != b.get(k)]
+
+
+def write_json_atomic(path: Path, doc: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "w") as fh:
+        fh.write(json.dumps(doc, indent=1) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def prepare_run_dir(run_dir: str | Path, doc: dict[str, Any], resume: bool = True) -> tuple[RunPaths, bool]:
+    """Create RUN if needed and decide whether to resume; returns (paths, resuming).
+
+    Resuming happens when `resume` and RUN holds a latest checkpoint; its config.json must then
+    match `doc` (ConfigMismatchError naming every differing key otherwise). With `resume=False`
+    an existing run is started over (with a warning): its checkpoints and metrics are replaced.
+    Only call this on the process that writes (rank 0).
+    """
+    paths = RunPaths(Path(run_dir))
+    paths.root.mkdir(parents=True, exist_ok=True)
+    has_ckpt = paths.latest.exists()
+    if resume and has_ckpt:
+        if not paths.config.exists():
+            raise InputError(paths.root, "has a checkpoint but no config.json; cannot tell which run it is")
+        try:
+            old = json.loads(paths.config.read_text())
+        except ValueError as err:
+            raise InputError(paths.config, f"not valid JSON ({err})") from err
+        diff = config_differences(old, doc)
+        if diff:
+            raise ConfigMismatchError(
+                f"{paths.root} holds a run with a different configuration: " + "; ".join(diff)
+                + ". Use another --out, or --no-resume to start this directory over.")
+        write_json_atomic(paths.config, doc)  # operational settings may have changed
+        return paths, True
+    if has_ckpt or paths.metrics.exists():
+        warnings.warn(f"{paths.root}: starting over (--no-resume); replacing its checkpoints and metrics",
+                      UserWarning, stacklevel=2)
+    for p in (paths.latest, paths.best, paths.metrics, paths.splits):
+        p.unlink(missing_ok=True)
+    write_json_atomic(paths.config, doc)
+    return paths, False
