@@ -11,14 +11,20 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from tjepa.cache_schema.fingerprint import canonicalize, config_diff, fingerprint
-from tjepa.cache_schema.layout import COORDINATOR_FIELDS, RAW, SHUFFLE_ZSTD, ArraySpec, StoreLayout, array_specs
+from tjepa.cache_schema.layout import (
+    COORDINATOR_FIELDS,
+    RAW,
+    SHUFFLE_ZSTD,
+    ArraySpec,
+    StoreLayout,
+    array_specs,
+)
 from tjepa.cache_schema.ledger import LEDGER_NAME, Ledger
 from tjepa.cache_schema.rowdata import RowData, RowDataError, decode_row, encode_row
 from tjepa.errors import ConfigMismatchError, StoreFormatError, TjepaError
@@ -56,9 +62,15 @@ def read_root_attrs(path: str | Path) -> dict:
     if version > SCHEMA_VERSION:
         raise StoreFormatError(f"{path}: written by schema v{version}, this tjepa reads v{SCHEMA_VERSION}: "
                                "upgrade tjepa")
-    for key in ("config", "fingerprint", "layout", "provenance", "rows"):
+    for key in ("config", "fingerprint", "layout", "provenance"):
         if key not in attrs:
             raise StoreFormatError(f"{path}: root attribute {key!r} is missing")
+    if "rows" not in attrs:  # optional commit marker (stores written by other tools): every row counts
+        status_meta = path / "index" / "status" / "zarr.json"
+        try:
+            attrs["rows"] = int(json.loads(status_meta.read_text(encoding="utf-8"))["shape"][0])
+        except (OSError, KeyError, IndexError, ValueError) as err:
+            raise StoreFormatError(f"{status_meta}: unreadable ({err}); is index/status missing?") from err
     return attrs
 
 

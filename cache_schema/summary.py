@@ -57,6 +57,10 @@ def store_summary(path: str | Path) -> dict:
     }
 
 
+_SHORT = {"float16": "f16", "float32": "f32", "float64": "f64", "int32": "i32", "int64": "i64", "uint8": "u8",
+          "zstd3": "zstd", "blosc-zstd3-shuffle": "zstd+shuf"}
+
+
 def _human(n: int | None) -> str:
     if n is None:
         return "-"
@@ -70,6 +74,7 @@ def _human(n: int | None) -> str:
 
 def render_summary(summary: dict, console) -> None:
     """Print the summary: a header, layout and provenance, then one table row per array."""
+    from rich import box
     from rich.table import Table
 
     s = summary
@@ -84,14 +89,13 @@ def render_summary(summary: dict, console) -> None:
     console.print("provenance " + ", ".join(f"{k}={v}" for k, v in s["provenance"].items()))
     if s["runs"]:
         console.print(f"later runs: {len(s['runs'])}")
-    table = Table(title="arrays (rows per chunk / per shard; ratio = raw bytes of the rows held / bytes on disk)")
-    table.add_column("path", no_wrap=True)
-    table.add_column("shape", no_wrap=True)
-    table.add_column("dtype")
-    for col in ("chunk", "shard", "codec", "on disk", "ratio"):
-        table.add_column(col, justify="right")
+    table = Table(title="arrays (rows per chunk/shard; ratio = raw bytes held / bytes on disk)",
+                  box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1, 0, 0))
+    for col in ("path", "shape", "dtype", "chunk/shard", "codec", "on disk", "ratio"):
+        table.add_column(col, no_wrap=True, justify="left" if col in ("path", "shape", "dtype") else "right")
     for a in s["arrays"]:
-        table.add_row(a["path"], "x".join(map(str, a["shape"])), a["dtype"], str(a["chunks"][0]),
-                      str(a["shards"][0]) if a["shards"] else "-", a["codec"].replace("blosc-", ""),
-                      _human(a["stored_bytes"]), f"{a['ratio']:.2f}" if a["ratio"] else "-")
+        layout = f"{a['chunks'][0]}/{a['shards'][0] if a['shards'] else '-'}"
+        table.add_row(a["path"], "x".join(map(str, a["shape"])), _SHORT.get(a["dtype"], a["dtype"]), layout,
+                      _SHORT.get(a["codec"], a["codec"]), _human(a["stored_bytes"]),
+                      f"{a['ratio']:.2f}" if a["ratio"] else "-")
     console.print(table)

@@ -24,22 +24,24 @@ FLOAT_FEATURES = ("vjepa/past", "vjepa/future", "vlm/prompt_mean", "vlm/think_me
                   "vlm/think_tokens", "targets/cam_past", "targets/cam_future", "targets/intrinsics")
 
 
-def _structure_problem(arr, spec: ArraySpec, layout: StoreLayout, rows: int) -> str | None:
+def _structure_problems(arr, spec: ArraySpec, layout: StoreLayout, rows: int) -> tuple[list[str], bool]:
+    """Problems with one array's metadata, and whether its data can still be checked row by row."""
     want_shape = (rows, *spec.row_shape(layout))
     if tuple(arr.shape) != want_shape:
-        return f"{spec.path}: shape {tuple(arr.shape)}, expected {want_shape}"
+        return [f"{spec.path}: shape {tuple(arr.shape)}, expected {want_shape}"], False
     if spec.dtype == "str":
         if arr.dtype.kind != "T":
-            return f"{spec.path}: dtype {arr.dtype}, expected variable-length string"
+            return [f"{spec.path}: dtype {arr.dtype}, expected variable-length string"], False
     elif arr.dtype != np.dtype(spec.dtype):
-        return f"{spec.path}: dtype {arr.dtype}, expected {spec.dtype}"
+        return [f"{spec.path}: dtype {arr.dtype}, expected {spec.dtype}"], False
+    out = []
     dims = tuple(arr.metadata.dimension_names or ())
     if dims != spec.dims:
-        return f"{spec.path}: dimension names {dims}, expected {spec.dims}"
+        out.append(f"{spec.path}: dimension names {dims}, expected {spec.dims}")
     if tuple(arr.chunks) != spec.chunks(layout) or (tuple(arr.shards) if arr.shards else None) != spec.shards(layout):
-        return (f"{spec.path}: chunks {arr.chunks} / shards {arr.shards}, expected {spec.chunks(layout)} / "
-                f"{spec.shards(layout)} (shard-aligned chunking is what makes concurrent writers safe)")
-    return None
+        out.append(f"{spec.path}: chunks {arr.chunks} / shards {arr.shards}, expected {spec.chunks(layout)} / "
+                   f"{spec.shards(layout)} (shard-aligned chunking is what makes concurrent writers safe)")
+    return out, True
 
 
 def validate_store(path: str | Path, full: bool = True,
@@ -77,10 +79,9 @@ def validate_store(path: str | Path, full: bool = True,
         if not isinstance(arr, zarr.Array):
             problems.append(f"{spec.path}: is a group, expected an array")
             continue
-        issue = _structure_problem(arr, spec, layout, rows)
-        if issue:
-            problems.append(issue)
-        else:
+        issues, usable = _structure_problems(arr, spec, layout, rows)
+        problems += issues
+        if usable:
             arrays[spec.path] = arr
     if "index/status" not in arrays or "index/video" not in arrays:
         return problems

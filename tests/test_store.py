@@ -16,7 +16,15 @@ import pytest
 import zarr
 
 from tjepa.cache_schema import (
-    ARRAYS, FeatureStore, RowData, RowDataError, StoreLayout, array_specs, canonical_json, config_diff, fingerprint,
+    ARRAYS,
+    FeatureStore,
+    RowData,
+    RowDataError,
+    StoreLayout,
+    array_specs,
+    canonical_json,
+    config_diff,
+    fingerprint,
 )
 from tjepa.cache_schema.testing import make_store, random_row, small_config, small_layout
 from tjepa.errors import ConfigMismatchError, StoreFormatError, TjepaError
@@ -364,3 +372,32 @@ def test_no_pickles_and_big_arrays_uncompressed(tmp_path):
         assert g[path].compressors == () and g[path].chunks[0] == 1 and g[path].shards[0] == 2, path
     for path in ("index/status", "index/video", "index/past_idx", "vlm/think_ids"):
         assert g[path].compressors and g[path].chunks[0] == 2 and g[path].shards is None, path
+
+
+def test_readme_table_matches_the_array_table():
+    from tjepa.cache_schema.layout import markdown_table
+
+    readme = (Path(__file__).parents[1] / "cache_schema" / "README.md").read_text()
+    assert markdown_table() in readme, "regenerate the table in cache_schema/README.md from markdown_table()"
+
+
+def test_store_without_rows_attribute_counts_every_row(tmp_path):
+    """`rows` is our commit marker; a store written by another tool to the contract may lack it."""
+    make_store(tmp_path / "s.zarr", n=3, done=2)
+    meta_file = tmp_path / "s.zarr" / "zarr.json"
+    meta = json.loads(meta_file.read_text())
+    del meta["attributes"]["rows"]
+    meta_file.write_text(json.dumps(meta))
+    store = FeatureStore.open(tmp_path / "s.zarr")
+    assert store.n_rows == 3 and store.status().tolist() == [1, 1, 0]
+
+
+def test_interrupted_add_rows_is_repaired_by_the_next_one(tmp_path):
+    """Arrays grown but `rows` not committed (a crash inside add_rows): the next add_rows reuses the rows."""
+    store = make_store(tmp_path / "s.zarr", n=2, done=2)
+    for spec in store.specs:  # what a crash after the resizes leaves behind
+        store.array(spec.path).resize((5, *spec.row_shape(store.layout)))
+    reopened = FeatureStore.open(tmp_path / "s.zarr", "r+")
+    assert reopened.n_rows == 2 and reopened.row_of() == {"g0/v0.mp4": 0, "g1/v1.mp4": 1}
+    assert reopened.add_rows(["new.mp4"], ["g"], [1], [1.0]).tolist() == [2]
+    assert reopened.array("vjepa/past").shape[0] == 3 and reopened.status().tolist() == [1, 1, 0]
