@@ -144,3 +144,25 @@ def test_build_models_cli(tmp_path):
         "format": "tjepa-models", "preset": "tiny", "seed": 3, "vjepa": VJEPA_DIR, "qwen": QWEN_DIR,
     }
     assert resolve_encoders("tiny", models_dir=out).qwen_sha256 != ""
+
+
+def test_full_random_preset_path_in_bfloat16(tmp_path):
+    """The full-random save/resolve/load path (bf16 weights), exercised with tiny sizes."""
+    import numpy as np
+
+    from tjepa.pipeline.encoders.builders import _save
+    from tjepa.pipeline.encoders.presets import load_encoders
+
+    with pytest.raises(TjepaError, match="no full-random models"):
+        resolve_encoders("full-random", models_dir=tmp_path)
+    _save(tmp_path, "full-random", 0, tiny_configs(), dtype=torch.bfloat16)
+    with pytest.raises(TjepaError, match="within 0..7"):  # the real preset's paper layers need 28 layers
+        resolve_encoders("full-random", models_dir=tmp_path, vlm_frame_size=64)
+    cfg = resolve_encoders("full-random", models_dir=tmp_path, layers=[1, 6], vlm_frame_size=64, max_new_tokens=2)
+    assert cfg.dtype == "bfloat16" and cfg.preset == "full-random"
+    vjepa, thinker = load_encoders(cfg)
+    assert thinker.model.dtype == torch.bfloat16 and vjepa.model.dtype == torch.bfloat16
+    clip = np.random.default_rng(0).integers(0, 256, (4, 64, 64, 3), dtype=np.uint8)
+    assert vjepa.encode([clip]).shape == (1, 2, 16, 48)
+    (r,) = thinker.think([clip], fps=[30.0])
+    assert r.prompt_mean.shape == (2, 64) and np.isfinite(r.prompt_mean).all() and r.think_len <= 2

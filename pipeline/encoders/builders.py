@@ -122,7 +122,13 @@ def full_configs() -> dict:
 def make_models(configs: dict, seed: int):
     """(VJEPA2Model, Qwen3VLForConditionalGeneration) with seeded random weights, in eval mode."""
     import torch
-    from transformers import GenerationConfig, Qwen3VLConfig, Qwen3VLForConditionalGeneration, VJEPA2Config, VJEPA2Model
+    from transformers import (
+        GenerationConfig,
+        Qwen3VLConfig,
+        Qwen3VLForConditionalGeneration,
+        VJEPA2Config,
+        VJEPA2Model,
+    )
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

@@ -60,13 +60,13 @@ class Packed:
 
 def pack(prompts: list[ThinkPrompt], generated: list[np.ndarray], pad_id: int, video_token_id: int) -> Packed:
     """Rows `pad... prompt generated`, left padded to one length."""
-    seqs = [torch.cat([p.ids, torch.as_tensor(np.asarray(g), dtype=torch.long)]) for p, g in zip(prompts, generated)]
+    seqs = [torch.cat([p.ids, torch.as_tensor(np.asarray(g), dtype=torch.long)]) for p, g in zip(prompts, generated, strict=True)]
     b, s = len(seqs), max(len(x) for x in seqs)
     ids = torch.full((b, s), pad_id, dtype=torch.long)
     att = torch.zeros((b, s), dtype=torch.long)
     pm = torch.zeros((b, s), dtype=torch.bool)
     tm = torch.zeros((b, s), dtype=torch.bool)
-    for i, (p, x) in enumerate(zip(prompts, seqs)):
+    for i, (p, x) in enumerate(zip(prompts, seqs, strict=True)):
         off = s - len(x)
         ids[i, off:] = x
         att[i, off:] = 1

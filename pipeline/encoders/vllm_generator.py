@@ -60,7 +60,7 @@ class VllmGenerator:
         self.sampling.stop_token_ids = list(thinker.eos_ids)
         tp = thinker.model.config.vision_config.temporal_patch_size
         requests = []
-        for p, frames in zip(prompts, videos):
+        for p, frames in zip(prompts, videos, strict=True):
             # The frames as our preprocessing squashed them (uint8), so vLLM's processor must not resize.
             sq = squash(frames, self.cfg.vlm_frame_size).permute(0, 2, 3, 1).to("cpu").numpy().astype(np.uint8)
             # Times per frame that reproduce our group timestamps with fps = 1 (pairs share their mean).
@@ -78,7 +78,7 @@ class VllmGenerator:
             })
         outs = self.llm.generate(requests, self.sampling, use_tqdm=False)
         result = []
-        for p, o in zip(prompts, outs):
+        for p, o in zip(prompts, outs, strict=True):
             if list(o.prompt_token_ids) != p.ids.tolist():
                 raise TjepaError(
                     f"vLLM rendered a different prompt ({len(o.prompt_token_ids)} ids vs our {len(p.ids)}); "
