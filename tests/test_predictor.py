@@ -143,5 +143,5 @@ def test_paper_predictor_size_and_drop_path_schedule():
     assert 21e6 < n < 23e6  # published: ~22 M
     rates = [blk.drop_path.p for blk in net.blocks]
     assert rates[0] == 0.0 and math.isclose(rates[-1], cfg.drop_path)
-    assert all(math.isclose(b - a, cfg.drop_path / (cfg.depth - 1)) for a, b in zip(rates, rates[1:]))
+    assert all(math.isclose(b - a, cfg.drop_path / (cfg.depth - 1)) for a, b in zip(rates, rates[1:], strict=False))
     assert net.blocks[0].norm1.eps == 1e-6 and net.blocks[0].attn.qkv.bias is not None

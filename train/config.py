@@ -118,9 +118,12 @@ class ModelConfig:
     ) -> ModelConfig:
         """A preset with its input dimensions taken from the store's `layout` attribute.
 
-        `layout` needs patches (an int, a perfect square, or [h, w]), vjepa_width, levels, vlm_width,
-        tubelet, n_past, n_future; `grid` ([h, w]) is used when present. Other keys are ignored.
+        `layout` (a dict, or a StoreLayout) needs patches (an int, a perfect square, or [h, w]),
+        vjepa_width, levels, vlm_width, tubelet, n_past, n_future; `grid` ([h, w]) and `n_joints` are
+        used when present. Other keys are ignored.
         """
+        if hasattr(layout, "to_dict"):
+            layout = layout.to_dict()
         missing = [k for k in ("patches", "vjepa_width", "levels", "vlm_width", "tubelet", "n_past", "n_future")
                    if k not in layout]
         if missing:
@@ -145,6 +148,8 @@ class ModelConfig:
             n_past=int(layout["n_past"]),
             n_future=int(layout["n_future"]),
         )
+        if "n_joints" in layout:
+            dims["n_joints"] = int(layout["n_joints"])
         return base.replace(**{**dims, **overrides})
 
 

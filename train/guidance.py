@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from tjepa.errors import ConfigMismatchError
 from tjepa.train.config import ModelConfig
 
+
 def level_map(depth: int, levels: int, mode: str = "all") -> list[int]:
     """VLM level read by each predictor layer. Rounds half up (no half cases at depth 12, L = 8)."""
     if mode == "last":
@@ -114,8 +115,17 @@ class PyramidGuidance(nn.Module):
 
     # --- conditioning ---------------------------------------------------------------------------
     def forward(self, batch: Mapping[str, Tensor]) -> Guidance:
-        if self.cfg.conditioning == "crossattn":
-            return self._cross(batch)
+        # float32 even under autocast: the VLM residual stream has outliers in the thousands and the
+        # fusion multiplies two projections (o * n), which can overflow fp16. The work is tiny.
+        vlm = {k: v.float() if v.is_floating_point() else v for k, v in batch.items()
+               if k.startswith(("prompt_", "think_"))}
+        device = self.gate.device.type
+        with torch.autocast(device_type=device, enabled=False):
+            if self.cfg.conditioning == "crossattn":
+                return self._cross(vlm)
+            return self._film(vlm)
+
+    def _film(self, batch: Mapping[str, Tensor]) -> Guidance:
         old, new = self.pooled(batch, "prompt"), self.pooled(batch, "think")
         ref = old if old is not None else new
         old = torch.zeros_like(ref) if old is None else old
