@@ -37,6 +37,8 @@ def causal_split(n_frames: int, n_past: int = 32, n_future: int = 32) -> tuple[n
             f"(split at {m}); need at least {min_frames_for_split(n_past, n_future)} frames"
         )
     # Step >= 1 on both sides (checked above), so truncation keeps the indices strictly increasing.
+    # numpy's float linspace is kept on purpose (the reference release uses it): e.g. for T=308 and
+    # 64 frames, 50.99999999999999 truncates to 50 where exact arithmetic gives 51.
     past = np.linspace(0, m - 1, n_past).astype(np.int64)
     future = np.linspace(m, n_frames - 1, n_future).astype(np.int64)
     return past, future

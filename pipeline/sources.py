@@ -12,8 +12,8 @@ Layouts:
 
 Walking: entries whose name starts with "." are skipped (e.g. macOS `._x.mp4` resource forks, which
 are not videos). Symlinked directories ARE followed (datasets are often assembled from links), but
-every directory is entered at most once (by device and inode), so link loops and duplicate links are
-skipped with a warning naming them. Unreadable directories and broken links are warned about, never
+every directory is entered at most once (by device and inode), real paths before links, so link loops
+and duplicate links are skipped with a warning naming them. Unreadable directories and broken links are warned about, never
 fatal. Ids are POSIX paths relative to the root, never absolute and never containing "..".
 """
 
@@ -97,7 +97,12 @@ def _walk_videos(root: Path) -> list[PurePosixPath]:
     found: list[PurePosixPath] = []
     seen: set[tuple[int, int]] = set()
     stack: list[tuple[Path, PurePosixPath]] = [(root, PurePosixPath("."))]
-    while stack:
+    # Linked directories are entered only after every real one, so a directory reachable both ways
+    # is listed under its real path and the link is the one reported as a duplicate.
+    links: list[tuple[Path, PurePosixPath]] = []
+    while stack or links:
+        if not stack:
+            stack.append(links.pop(0))
         directory, rel_dir = stack.pop()
         try:
             st = directory.stat()
@@ -106,7 +111,10 @@ def _walk_videos(root: Path) -> list[PurePosixPath]:
             continue
         key = (st.st_dev, st.st_ino)
         if key in seen:
-            warnings.warn(f"{directory}: directory already visited (symlink loop or duplicate link); skipped", stacklevel=3)
+            warnings.warn(
+                f"{directory}: directory already visited (symlink loop or duplicate link); skipped",
+                stacklevel=3,
+            )
             continue
         seen.add(key)
         try:
@@ -125,7 +133,7 @@ def _walk_videos(root: Path) -> list[PurePosixPath]:
                 warnings.warn(f"{entry.path}: cannot stat ({err}); skipped", stacklevel=3)
                 continue
             if is_dir:
-                stack.append((Path(entry.path), rel))
+                (links if entry.is_symlink() else stack).append((Path(entry.path), rel))
             elif is_file:
                 if entry.name.lower().endswith(VIDEO_SUFFIXES):
                     found.append(_safe_rel(root, rel))

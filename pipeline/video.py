@@ -45,7 +45,7 @@ def probe(path: str | Path, count_packets: bool = False) -> VideoInfo:
 
     path = _check_file(path)
     try:
-        with av.open(str(path)) as container:
+        with _open(path) as container:
             if not container.streams.video:
                 kinds = sorted({s.type for s in container.streams}) or ["none"]
                 raise InputError(path, f"no video stream (streams: {', '.join(kinds)}; audio-only file?)")
@@ -95,8 +95,9 @@ def decode_frames(
 ) -> np.ndarray:
     """Decode exactly the frames `indices` (any order, repeats allowed) in one sequential pass.
 
-    Returns uint8 RGB [len(indices), H, W, 3]. `size` = (height, width) resizes during decoding
-    (swscale bilinear); None keeps the stored size. Decoding stops after the last needed frame.
+    Returns uint8 RGB [len(indices), H, W, 3]. `size` = (width, height), as in PyAV's
+    `frame.reformat` and PIL, resizes during decoding (swscale bilinear); None keeps the stored size.
+    Decoding stops after the last needed frame.
     Raises InputError when the stream ends or breaks before a requested index.
     """
     import av
@@ -108,20 +109,20 @@ def decode_frames(
     if idx.min() < 0:
         raise ValueError(f"indices must be >= 0, got {int(idx.min())}")
     if size is not None and (len(size) != 2 or min(size) < 1):
-        raise ValueError(f"size must be (height, width) with positive ints, got {size!r}")
+        raise ValueError(f"size must be (width, height) with positive ints, got {size!r}")
     wanted, inverse = np.unique(idx, return_inverse=True)
     out: np.ndarray | None = None
     n_seen, cursor, last = 0, 0, int(wanted[-1])
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise InputError(path, "no video stream (audio-only file?)")
-            stream = container.streams.video[0]
-            stream.thread_type = thread_type
+    with _open(path) as container:
+        if not container.streams.video:
+            raise InputError(path, "no video stream (audio-only file?)")
+        stream = container.streams.video[0]
+        stream.thread_type = thread_type
+        try:
             for frame in container.decode(stream):
                 if n_seen == wanted[cursor]:
                     if size is not None:
-                        frame = frame.reformat(width=int(size[1]), height=int(size[0]))
+                        frame = frame.reformat(width=int(size[0]), height=int(size[1]))
                     rgb = frame.to_ndarray(format="rgb24")
                     if out is None:
                         out = np.empty((len(wanted), *rgb.shape), dtype=np.uint8)
@@ -130,18 +131,29 @@ def decode_frames(
                     if cursor == len(wanted):
                         break
                 n_seen += 1
-    except av.error.FFmpegError as err:
-        raise InputError(
-            path,
-            f"truncated or corrupt: decoding failed after {n_seen} frames, needed index {int(wanted[cursor])} "
-            f"({_short(err)})",
-        ) from err
+        except av.error.FFmpegError as err:
+            raise InputError(
+                path,
+                f"truncated or corrupt: decoding failed after {n_seen} frames, needed index "
+                f"{int(wanted[cursor])} ({_short(err)})",
+            ) from err
     if cursor < len(wanted):
         raise InputError(
-            path, f"truncated: has {n_seen} decodable frames, needed index {int(wanted[cursor])} (up to {last})"
+            path,
+            f"truncated: has {n_seen} decodable frames, needed index {int(wanted[cursor])} (up to {last})",
         )
     assert out is not None
     return out[inverse.reshape(-1)]
+
+
+def _open(path: Path):
+    """av.open for reading, with open failures (not a video, no header, cut-off header) as InputError."""
+    import av
+
+    try:
+        return av.open(str(path))
+    except av.error.FFmpegError as err:
+        raise InputError(path, f"not a readable video, truncated or corrupt ({_short(err)})") from err
 
 
 def _check_file(path: str | Path) -> Path:

@@ -89,8 +89,13 @@ def _write_videos(d: Path) -> dict[str, Path]:
     p["truncated"].write_bytes(data[: len(data) // 2])
 
     fast = d / "_fast.mp4"
-    encode_video(fast, numbered_frames(GOOD_FRAMES, 64, 64), 30, options=x264,
-                 container_options={"movflags": "faststart"})
+    encode_video(
+        fast,
+        numbered_frames(GOOD_FRAMES, 64, 64),
+        30,
+        options=x264,
+        container_options={"movflags": "faststart"},
+    )
     data = fast.read_bytes()
     fast.unlink()
     p["truncated_faststart"] = d / "truncated_faststart.mp4"  # header intact, frame data cut
@@ -111,18 +116,31 @@ def _write_videos(d: Path) -> dict[str, Path]:
     encode_video(p["large_1920x1080"], numbered_frames(6, *LARGE_SIZE), 30, options=x264)
     # libx264 rejects odd sizes in 4:2:0; mpeg4 accepts them (as phone/cropped exports do).
     p["odd_175x143"] = d / "odd_175x143.mp4"
-    encode_video(p["odd_175x143"], numbered_frames(GOOD_FRAMES, *ODD_SIZE), 30, codec="mpeg4",
-                 options={"qscale": "2"})
+    encode_video(
+        p["odd_175x143"], numbered_frames(GOOD_FRAMES, *ODD_SIZE), 30, codec="mpeg4", options={"qscale": "2"}
+    )
 
     rng = np.random.default_rng(0)
     ticks = rng.integers(1500, 4500, GOOD_FRAMES)  # 20-60 fps in a 90 kHz time base
     pts = np.concatenate([[0], np.cumsum(ticks)[:-1]]).tolist()
     p["variable_frame_rate"] = d / "variable_frame_rate.mp4"
-    encode_video(p["variable_frame_rate"], numbered_frames(GOOD_FRAMES, 64, 64), 30, options=x264,
-                 pts=[int(v) for v in pts], time_base=Fraction(1, 90000))
+    encode_video(
+        p["variable_frame_rate"],
+        numbered_frames(GOOD_FRAMES, 64, 64),
+        30,
+        options=x264,
+        pts=[int(v) for v in pts],
+        time_base=Fraction(1, 90000),
+    )
     p["webm_vp9"] = d / "webm_vp9.webm"
-    encode_video(p["webm_vp9"], numbered_frames(GOOD_FRAMES, 64, 64), 30, codec="libvpx-vp9",
-                 options={"deadline": "realtime", "cpu-used": "8"}, container_format="webm")
+    encode_video(
+        p["webm_vp9"],
+        numbered_frames(GOOD_FRAMES, 64, 64),
+        30,
+        codec="libvpx-vp9",
+        options={"deadline": "realtime", "cpu-used": "8"},
+        container_format="webm",
+    )
     p["rotated_90"] = d / "rotated_90.mp4"
     _write_rotated(p["rotated_90"])
     return p
@@ -163,18 +181,28 @@ def _write_rotated(path: Path) -> None:
 def _write_labels(d: Path) -> dict[str, Path]:
     import h5py
 
-    cfg = SynthConfig(episodes=1, width=64, height=64, min_frames=GOOD_FRAMES, max_frames=GOOD_FRAMES,
-                      preview=False)
+    cfg = SynthConfig(
+        episodes=1, width=64, height=64, min_frames=GOOD_FRAMES, max_frames=GOOD_FRAMES, preview=False
+    )
     scene = make_episode(cfg, 0)
     renderer = Renderer(scene, cfg.width, cfg.height)
     video = d / "_good.mp4"
-    encode_video(video, (renderer.frame(t) for t in range(scene.n_frames)), cfg.fps,
-                 options={"preset": "ultrafast"})
+    encode_video(
+        video, (renderer.frame(t) for t in range(scene.n_frames)), cfg.fps, options={"preset": "ultrafast"}
+    )
     good_hdf5 = d / "_good.hdf5"
     write_labels(good_hdf5, scene, cfg)
 
-    names = ["missing_joint", "nonfinite", "length_mismatch", "not_hdf5", "missing_camera",
-             "missing_intrinsics", "wrong_shape", "missing_labels"]
+    names = [
+        "missing_joint",
+        "nonfinite",
+        "length_mismatch",
+        "not_hdf5",
+        "missing_camera",
+        "missing_intrinsics",
+        "wrong_shape",
+        "missing_labels",
+    ]
     p: dict[str, Path] = {}
     for name in names:
         shutil.copyfile(video, d / f"{name}.mp4")

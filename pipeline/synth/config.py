@@ -42,7 +42,9 @@ class SynthConfig:
         if bad:
             raise ValueError(f"task names become folder names; use letters, digits, '_' or '-': {bad}")
         if not 0.0 < self.cue_fraction < 0.5:
-            raise ValueError(f"cue_fraction must be in (0, 0.5) so the cue is seen early, got {self.cue_fraction}")
+            raise ValueError(
+                f"cue_fraction must be in (0, 0.5) so the cue is seen early, got {self.cue_fraction}"
+            )
         if not 20.0 <= self.hfov_deg <= 120.0:
             raise ValueError(f"hfov_deg must be in [20, 120], got {self.hfov_deg}")
         if self.codec not in ("libx264", "h264", "mpeg4"):

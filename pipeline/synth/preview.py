@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from tjepa.pipeline.egodex import N_JOINTS, read_labels
 from tjepa.pipeline.synth.scene import project
 from tjepa.pipeline.video import decode_frames
@@ -33,7 +31,7 @@ def write_preview(path: Path, root: Path, table: list[dict]) -> Path:
         n = ep["frames"]
         idx = [0, n // 2 - 1, int(0.8 * (n - 1)), n - 1]
         frames = decode_frames(video, idx)
-        for c, (t, img) in enumerate(zip(idx, frames)):
+        for c, (t, img) in enumerate(zip(idx, frames, strict=True)):
             ax = axes[r, c]
             ax.imshow(img, interpolation="nearest")
             uv, z = project(labels.joints[t], labels.cam[t], labels.intrinsics)

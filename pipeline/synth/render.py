@@ -11,7 +11,16 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw
 
-from tjepa.pipeline.synth.scene import CUE_CARD, PAD_SIZE, PAD_X, PAD_Z, TABLE_Y, WALL_Z, EpisodeScene, project
+from tjepa.pipeline.synth.scene import (
+    CUE_CARD,
+    PAD_SIZE,
+    PAD_X,
+    PAD_Z,
+    TABLE_Y,
+    WALL_Z,
+    EpisodeScene,
+    project,
+)
 
 HAND_COLOURS = {"right": (255, 215, 0), "left": (0, 220, 235)}  # yellow, cyan
 CUE_COLOURS = {"red": (225, 35, 35), "green": (30, 175, 55), "blue": (40, 70, 235)}

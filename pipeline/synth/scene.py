@@ -66,7 +66,9 @@ def intrinsics_for(cfg: SynthConfig) -> np.ndarray:
     return np.array([[f, 0, (cfg.width - 1) / 2], [0, f, (cfg.height - 1) / 2], [0, 0, 1]], dtype=np.float32)
 
 
-def project(points: np.ndarray, cam_to_world: np.ndarray, intrinsics: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def project(
+    points: np.ndarray, cam_to_world: np.ndarray, intrinsics: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """World points [..., 3] -> (pixel coordinates [..., 2], depth [...]) for one camera pose."""
     rot, centre = cam_to_world[:3, :3].astype(np.float64), cam_to_world[:3, 3].astype(np.float64)
     pc = (np.asarray(points, np.float64) - centre) @ rot  # = R^T (p - c), row-wise
@@ -77,14 +79,21 @@ def project(points: np.ndarray, cam_to_world: np.ndarray, intrinsics: np.ndarray
     return uv, z
 
 
-def make_episode(cfg: SynthConfig, index: int) -> EpisodeScene:
-    """Episode `index` of the dataset `cfg`: deterministic in (cfg.seed, index) only."""
+def make_episode(cfg: SynthConfig, index: int, target: int | None = None) -> EpisodeScene:
+    """Episode `index` of the dataset `cfg`: deterministic in (cfg.seed, index) only.
+
+    `target` overrides the cue (0..2) while keeping every other random draw, which lets tests check
+    that the observed half does not depend on the cue.
+    """
     rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, index]))
     n = int(rng.integers(cfg.min_frames, cfg.max_frames + 1))
-    # Balanced cues: each block of 3 consecutive episodes uses every pad once, in a random order, so
-    # small datasets see all cues and the cue stays independent of the task (index % len(tasks)).
-    block = np.random.default_rng(np.random.SeedSequence([cfg.seed, index // len(PAD_X), 1]))
-    target = int(block.permutation(len(PAD_X))[index % len(PAD_X)])
+    if target is None:
+        # Balanced cues: each block of 3 consecutive episodes uses every pad once, in a random order,
+        # so small datasets see all cues and the cue stays independent of the task (index % len(tasks)).
+        block = np.random.default_rng(np.random.SeedSequence([cfg.seed, index // len(PAD_X), 1]))
+        target = int(block.permutation(len(PAD_X))[index % len(PAD_X)])
+    elif target not in range(len(PAD_X)):
+        raise ValueError(f"target must be in 0..{len(PAD_X) - 1}, got {target}")
     task = cfg.tasks[index % len(cfg.tasks)]
     action = _ACTIONS[cfg.tasks.index(task) % len(_ACTIONS)]
     t = np.arange(n) / (n - 1)  # normalised time
@@ -100,9 +109,11 @@ def make_episode(cfg: SynthConfig, index: int) -> EpisodeScene:
         start = np.array([0.24 * sign, TABLE_Y + 0.12, -0.22]) + rng.uniform(-0.04, 0.04, 3)
         ready = np.array([0.11 * sign, TABLE_Y + 0.16, -0.40]) + rng.uniform(-0.03, 0.03, 3)
         goal = np.array([PAD_X[target] + 0.09 * sign, TABLE_Y + 0.05, PAD_Z + 0.09])
-        wiggle = rng.uniform(-0.03, 0.03, 3)[None] * np.sin(
-            2 * np.pi * rng.uniform(1.0, 2.0) * t + rng.uniform(0, 2 * np.pi)
-        )[:, None] * (np.sin(np.pi * np.clip(t / 0.5, 0, 1)) ** 2)[:, None]  # first half only
+        wiggle = (
+            rng.uniform(-0.03, 0.03, 3)[None]
+            * np.sin(2 * np.pi * rng.uniform(1.0, 2.0) * t + rng.uniform(0, 2 * np.pi))[:, None]
+            * (np.sin(np.pi * np.clip(t / 0.5, 0, 1)) ** 2)[:, None]
+        )  # first half only
         p = start + (ready - start) * _ramp(t, 0.05, t_ready)[:, None] + wiggle
         p = p + (goal - ready) * _ramp(t, 0.55, 0.80)[:, None] + _action(action, t, amount)
         wrists[side] = p
@@ -179,7 +190,9 @@ def _yaw_rotation(yaw: np.ndarray) -> np.ndarray:
     return rot
 
 
-def _hand_joints(side: str, wrist: np.ndarray, curl: np.ndarray, yaw: np.ndarray, elbow: np.ndarray) -> np.ndarray:
+def _hand_joints(
+    side: str, wrist: np.ndarray, curl: np.ndarray, yaw: np.ndarray, elbow: np.ndarray
+) -> np.ndarray:
     """[T, 26, 3] joint positions in `hand_joint_names(side)` order."""
     rot = _yaw_rotation(yaw)
     f, s, n = rot[:, :, 0], rot[:, :, 1] * (1.0 if side == "right" else -1.0), rot[:, :, 2]
@@ -190,7 +203,7 @@ def _hand_joints(side: str, wrist: np.ndarray, curl: np.ndarray, yaw: np.ndarray
         meta = wrist + 0.025 * f + 0.5 * off * s
         knuckle = wrist + 0.085 * k * f + off * s
         chain, angle, p = [meta, knuckle], np.zeros_like(c), knuckle
-        for length, bend in zip(_PHALANX, (1.2, 1.4, 0.9)):
+        for length, bend in zip(_PHALANX, (1.2, 1.4, 0.9), strict=True):
             angle = angle + bend * c
             p = p + length * k * (np.cos(angle) * f - np.sin(angle) * n)
             chain.append(p)

@@ -122,12 +122,24 @@ def write_dataset(
         write_labels(labels, scene, cfg)
         videos.append(video)
         rel = video.relative_to(out).as_posix()
-        table.append({"id": rel, "task": scene.task, "frames": scene.n_frames, "cue": scene.cue,
-                      "target": scene.target, "cue_frames": scene.cue_frames})
+        table.append(
+            {
+                "id": rel,
+                "task": scene.task,
+                "frames": scene.n_frames,
+                "cue": scene.cue,
+                "target": scene.target,
+                "cue_frames": scene.cue_frames,
+            }
+        )
         if progress is not None:
             progress(i + 1, cfg.episodes, rel)
-    manifest = {"generator": "tjepa.pipeline.synth", "config": asdict(cfg), "pads": list(CUE_NAMES),
-                "episodes": table}
+    manifest = {
+        "generator": "tjepa.pipeline.synth",
+        "config": asdict(cfg),
+        "pads": list(CUE_NAMES),
+        "episodes": table,
+    }
     (out / "synth.json").write_text(json.dumps(manifest, indent=1) + "\n")
     if cfg.preview:
         from tjepa.pipeline.synth.preview import write_preview

@@ -28,14 +28,26 @@ def synth(
     from tjepa.pipeline.synth.writer import read_manifest
 
     try:
-        cfg = SynthConfig(episodes=episodes, seed=seed, width=width, height=height, fps=fps,
-                          min_frames=min_frames, max_frames=max_frames, preview=preview)
+        cfg = SynthConfig(
+            episodes=episodes,
+            seed=seed,
+            width=width,
+            height=height,
+            fps=fps,
+            min_frames=min_frames,
+            max_frames=max_frames,
+            preview=preview,
+        )
     except ValueError as err:
         raise typer.BadParameter(str(err)) from err
 
     progress = Progress(
-        TextColumn("[bold]synth"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]:.1f} episodes/s"), TimeElapsedColumn(), TextColumn("{task.description}"),
+        TextColumn("[bold]synth"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]:.1f} episodes/s"),
+        TimeElapsedColumn(),
+        TextColumn("{task.description}"),
         console=Console(stderr=True),
     )
     with progress:
