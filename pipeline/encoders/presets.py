@@ -136,8 +136,9 @@ def _sources(preset, models_dir, vjepa, qwen, vjepa_revision, qwen_revision, cac
         for key, sub in (("vjepa", VJEPA_DIR), ("qwen", QWEN_DIR)):
             if (Path(models_dir) / sub / "config.json").is_file():
                 defaults[key] = Path(models_dir) / sub
-    v = resolve_source(vjepa if vjepa is not None else defaults["vjepa"], vjepa_revision, cache_dir, "--vjepa")
-    q = resolve_source(qwen if qwen is not None else defaults["qwen"], qwen_revision, cache_dir, "--qwen")
+    hint = f"--models-dir DIR holding DIR/{VJEPA_DIR} and DIR/{QWEN_DIR}"
+    v = resolve_source(vjepa if vjepa is not None else defaults["vjepa"], vjepa_revision, cache_dir, hint)
+    q = resolve_source(qwen if qwen is not None else defaults["qwen"], qwen_revision, cache_dir, hint)
     return v, q
 
 

@@ -74,7 +74,7 @@ def local_source(directory: str | Path) -> ModelSource:
     return ModelSource(path=path.resolve(), model=LOCAL, revision=None, sha256=weights_sha256(path))
 
 
-def hub_source(repo_id: str, revision: str | None = None, cache_dir: str | Path | None = None, flag: str = "") -> ModelSource:
+def hub_source(repo_id: str, revision: str | None = None, cache_dir: str | Path | None = None, hint: str = "") -> ModelSource:
     """Resolve a hub id to a local snapshot (offline: the HF cache only); a clear TjepaError if absent."""
     from huggingface_hub import constants, snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
@@ -88,20 +88,20 @@ def hub_source(repo_id: str, revision: str | None = None, cache_dir: str | Path 
         )
     except (LocalEntryNotFoundError, HfHubHTTPError, OSError, ValueError) as err:
         rev = f" --revision {revision}" if revision else ""
-        where = "offline (HF_HUB_OFFLINE=1), not in the local HF cache" if offline else f"could not be fetched ({err})"
+        name = f"{repo_id}{'@' + revision if revision else ''}"
+        what = "is not in the local HF cache (offline: HF_HUB_OFFLINE=1)" if offline else f"could not be fetched ({err})"
         raise TjepaError(
-            f"model {repo_id}{'@' + revision if revision else ''} is {where}. Download it where there is internet "
-            f"(`hf download {repo_id}{rev}`) and copy the HF cache here (or set HF_HOME), or pass a local "
-            f"model directory{' with ' + flag if flag else ''}."
+            f"model {name} {what}. Download it where there is internet (`hf download {repo_id}{rev}`) and copy "
+            f"the HF cache here (or set HF_HOME), or use a local model directory{' (' + hint + ')' if hint else ''}."
         ) from err
     resolved = path.name if path.parent.name == "snapshots" else revision
     return ModelSource(path=path, model=repo_id, revision=resolved, sha256=weights_sha256(path))
 
 
-def resolve_source(name: str | Path, revision: str | None = None, cache_dir=None, flag: str = "") -> ModelSource:
+def resolve_source(name: str | Path, revision: str | None = None, cache_dir=None, hint: str = "") -> ModelSource:
     """A local directory (when `name` exists or looks like a path) or a hub id."""
     if isinstance(name, Path) or looks_like_path(str(name)):
         if revision is not None:
             raise TjepaError(f"a revision ({revision}) was given for the local directory {name}: it cannot take effect")
         return local_source(name)
-    return hub_source(str(name), revision, cache_dir, flag)
+    return hub_source(str(name), revision, cache_dir, hint)
