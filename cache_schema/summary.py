@@ -89,10 +89,10 @@ def render_summary(summary: dict, console) -> None:
     console.print("provenance " + ", ".join(f"{k}={v}" for k, v in s["provenance"].items()))
     if s["runs"]:
         console.print(f"later runs: {len(s['runs'])}")
-    table = Table(title="arrays (rows per chunk/shard; ratio = raw bytes held / bytes on disk)",
+    table = Table(title="arrays (chunk: rows per chunk/shard; ratio: raw bytes held / bytes on disk)",
                   box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1, 0, 0))
-    for col in ("path", "shape", "dtype", "chunk/shard", "codec", "on disk", "ratio"):
-        table.add_column(col, no_wrap=True, justify="left" if col in ("path", "shape", "dtype") else "right")
+    for col in ("path", "shape", "type", "chunk", "codec", "on disk", "ratio"):
+        table.add_column(col, no_wrap=True, justify="left" if col in ("path", "shape", "type") else "right")
     for a in s["arrays"]:
         layout = f"{a['chunks'][0]}/{a['shards'][0] if a['shards'] else '-'}"
         table.add_row(a["path"], "x".join(map(str, a["shape"])), _SHORT.get(a["dtype"], a["dtype"]), layout,

@@ -27,7 +27,7 @@ FLOAT_FEATURES = ("vjepa/past", "vjepa/future", "vlm/prompt_mean", "vlm/think_me
 def _structure_problems(arr, spec: ArraySpec, layout: StoreLayout, rows: int) -> tuple[list[str], bool]:
     """Problems with one array's metadata, and whether its data can still be checked row by row."""
     want_shape = (rows, *spec.row_shape(layout))
-    if tuple(arr.shape) != want_shape:
+    if tuple(arr.shape[1:]) != want_shape[1:] or arr.shape[0] < rows:
         return [f"{spec.path}: shape {tuple(arr.shape)}, expected {want_shape}"], False
     if spec.dtype == "str":
         if arr.dtype.kind != "T":
@@ -44,9 +44,12 @@ def _structure_problems(arr, spec: ArraySpec, layout: StoreLayout, rows: int) ->
     return out, True
 
 
-def validate_store(path: str | Path, full: bool = True,
-                   progress: Callable[[int, int], None] | None = None) -> list[str]:
-    """Problems found in the store at `path` (empty list: valid). `full=False` skips per-row data checks."""
+def validate_store(path: str | Path, full: bool = True, progress: Callable[[int, int], None] | None = None,
+                   ledger: str | Path | None = None) -> list[str]:
+    """Problems found in the store at `path` (empty list: valid).
+
+    `full=False` skips per-row data checks; `ledger`: the failure ledger if not STORE/failures.jsonl.
+    """
     import zarr
 
     path = Path(path)
@@ -70,6 +73,7 @@ def validate_store(path: str | Path, full: bool = True,
 
     group = zarr.open_group(path, mode="r", zarr_format=3)
     arrays = {}
+    longer = []  # grown but not committed: an interrupted add_rows, repaired by the next one
     for spec in array_specs(layout):
         try:
             arr = group[spec.path]
@@ -83,11 +87,16 @@ def validate_store(path: str | Path, full: bool = True,
         problems += issues
         if usable:
             arrays[spec.path] = arr
+            if arr.shape[0] > rows:
+                longer.append(spec.path)
+    if longer:
+        problems.append(f"{len(longer)} array(s) (e.g. {longer[0]}) extend beyond the {rows} committed rows: "
+                        "an interrupted add_rows; the next `tjepa cache` run on this store repairs it")
     if "index/status" not in arrays or "index/video" not in arrays:
         return problems
 
-    videos = [str(v) for v in arrays["index/video"][:]]
-    status = np.asarray(arrays["index/status"][:])
+    videos = [str(v) for v in arrays["index/video"][:rows]]
+    status = np.asarray(arrays["index/status"][:rows])
     bad = np.nonzero(~np.isin(status, (0, 1, 2)))[0]
     if bad.size:
         problems.append(f"index/status: {bad.size} row(s) with values outside {{0,1,2}}, e.g. row {bad[0]} = "
@@ -99,10 +108,11 @@ def validate_store(path: str | Path, full: bool = True,
         problems.append("index/video: duplicate video ids")
     failed = np.nonzero(status == FAILED)[0]
     if failed.size:
-        recorded = Ledger(path / LEDGER_NAME).latest()
+        ledger_file = Path(ledger) if ledger is not None else path / LEDGER_NAME
+        recorded = Ledger(ledger_file).latest()
         missing = [videos[i] for i in failed if videos[i] not in recorded]
         if missing:
-            problems.append(f"{LEDGER_NAME}: {len(missing)} failed row(s) have no ledger entry, e.g. {missing[0]!r}")
+            problems.append(f"{ledger_file}: {len(missing)} failed row(s) have no ledger entry, e.g. {missing[0]!r}")
     if full:
         problems += _check_rows(arrays, layout, videos, status, progress)
     return problems

@@ -131,3 +131,9 @@ def test_wrong_dimension_names_reported_and_rows_still_checked(good):
     assert len(problems) == 2
     assert "vjepa/past: dimension names ('a', 'b', 'c', 'd')" in problems[0]
     assert problems[1].startswith("row 0 (g0/v0.mp4): vjepa/past has 48 non-finite")
+
+
+def test_interrupted_add_rows_is_one_problem(good):
+    for spec in good.specs:  # arrays grown, `rows` not committed
+        good.array(spec.path).resize((7, *spec.row_shape(good.layout)))
+    only(validate_store(good.path), "extend beyond the 5 committed rows", "interrupted add_rows")

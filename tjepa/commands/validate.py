@@ -12,6 +12,9 @@ def validate(
     store: Annotated[Path, typer.Argument(help="Path of a tjepa feature store (Zarr v3 directory).")],
     quick: Annotated[bool, typer.Option("--quick", help="Structure, status and ledger only; skip reading row data.")] = False,
     limit: Annotated[int, typer.Option(min=1, help="Print at most this many problems.")] = 50,
+    ledger: Annotated[
+        Path | None, typer.Option(help="Failure ledger, if the cache job wrote it elsewhere than STORE/failures.jsonl.")
+    ] = None,
 ) -> None:
     """Validate a feature store: format, arrays, status, ledger, and (unless --quick) every done row."""
     from rich.console import Console
@@ -23,7 +26,7 @@ def validate(
     with Progress(TextColumn("checking shards"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=Console(stderr=True), transient=True) as bar:
         task = bar.add_task("shards", total=None)
-        problems = validate_store(store, full=not quick,
+        problems = validate_store(store, full=not quick, ledger=ledger,
                                   progress=lambda done, total: bar.update(task, completed=done, total=total))
     if not problems:
         console.print(f"[green]valid[/]: {store}" + (" (quick: row data not read)" if quick else ""), highlight=False)
