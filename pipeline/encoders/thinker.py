@@ -4,9 +4,11 @@ Prompt: one user turn holding the video (only the frames passed in: the observed
 the prompt text, rendered with the checkpoint's chat template and `add_generation_prompt=True` (the
 Thinking template opens `<think>`). The template's `<|vision_start|><|video_pad|><|vision_end|>` is
 replaced by one run per temporal group, `<{t:.1f} seconds><|vision_start|><|video_pad|>*n<|vision_end|>`,
-as Qwen's processor renders videos (t = mean time of the group's first and last frame). Note that
-transformers 5.23's generic placeholder expansion replaces only `<|video_pad|>`, leaving the
-template's outer start/end tokens around the runs; we render what the model was trained with.
+as Qwen's processor renders videos (t = mean time of the group's first and last frame; transformers
+4.57 and qwen-vl-utils replace the whole framed placeholder). Reading transformers 5.23's generic
+expansion, it replaces only `<|video_pad|>` and so would keep the template's outer start/end tokens
+around the runs; we render the form the model was trained with (unverified against 5.23 at run time:
+its processor needs torchvision).
 `mm_token_type_ids` is 2 at video tokens and 0 elsewhere.
 
 Generation is greedy (do_sample forced off, a clean GenerationConfig so no repetition penalty or
