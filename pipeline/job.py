@@ -127,6 +127,7 @@ def plan(job: CacheJob):
             f"but {job.videos} is {'an EgoDex' if with_targets else 'a plain-video'} tree; use another --out"
         )
     signatures = sync_rows(store, episodes)
+    store.refresh_stale(signatures)  # changed sources: record the new signature, back to pending
     rows = store.work_list(signatures, retry_failed=job.retry_failed)
     if job.limit is not None:
         rows = sorted(rows)[: job.limit]
