@@ -94,7 +94,12 @@ def encode_batch(encoders, batch: list[LoadedEpisode]) -> list:
     vjepa, thinker = encoders
     past = vjepa.encode([ep.past_frames for ep in batch])
     future = vjepa.encode([ep.future_frames for ep in batch])  # an independent forward
-    thoughts = thinker.think([ep.past_frames for ep in batch], [ep.info.fps for ep in batch])
+    # Frame indices give the prompt's timestamps (index / fps), as HF's processor derives them.
+    thoughts = thinker.think(
+        [ep.past_frames for ep in batch],
+        fps=[ep.info.fps for ep in batch],
+        frame_indices=[ep.past_idx for ep in batch],
+    )
     rows = []
     for i, ep in enumerate(batch):
         th = thoughts[i]
