@@ -17,6 +17,7 @@ from tjepa.pipeline.synth.bad_inputs import (
     LARGE_SIZE,
     NONFINITE_ENTRIES,
     ODD_SIZE,
+    read_frame_number,
     write_bad_inputs,
 )
 from tjepa.pipeline.video import decode_frames, probe, validate_for_sampling
@@ -81,6 +82,8 @@ def test_awkward_videos_work(corpus):
     for name in ("variable_frame_rate", "webm_vp9"):
         frames = run_stages(paths[name])
         assert frames.shape == (64, 32, 32, 3)
+        every = decode_frames(paths[name], np.arange(70))
+        assert [read_frame_number(f) for f in every] == list(range(70))  # indexed by order, not time
 
     with pytest.warns(UserWarning, match="rotation metadata 90 deg ignored"):
         rot = probe(paths["rotated_90"])

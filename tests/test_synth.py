@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tjepa.cli import app
+from tjepa.errors import InputError
 from tjepa.pipeline.egodex import JOINT_NAMES, N_JOINTS, read_labels
 from tjepa.pipeline.sampling import causal_split
 from tjepa.pipeline.sources import discover
@@ -190,3 +191,17 @@ def test_config_validation():
             SynthConfig(**bad)
     result = CliRunner().invoke(app, ["synth", "--out", "unused", "--width", "34", "--height", "35"])
     assert result.exit_code == 2 and "even" in result.output
+
+
+def test_rewrite_replaces_previous_dataset_and_protects_other_dirs(tmp_path):
+    out = tmp_path / "ds"
+    small = dict(min_frames=40, max_frames=45, preview=False)
+    write_dataset(out, SynthConfig(episodes=5, seed=0, **small))
+    write_dataset(out, SynthConfig(episodes=2, seed=0, **small))
+    assert [e.id for e in discover(out)] == ["pick_place/0.mp4", "push_forward/0.mp4"]  # no stale episodes
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "keep.txt").write_text("user data")
+    with pytest.raises(InputError, match="not empty"):
+        write_dataset(foreign, SynthConfig(episodes=1, **small))
+    assert (foreign / "keep.txt").read_text() == "user data"

@@ -11,7 +11,7 @@ import psutil
 import pytest
 
 from tjepa.errors import InputError
-from tjepa.pipeline.synth.bad_inputs import numbered_frames
+from tjepa.pipeline.synth.bad_inputs import numbered_frames, read_frame_number
 from tjepa.pipeline.synth.writer import encode_video
 from tjepa.pipeline.video import decode_frames, probe, validate_for_sampling
 
@@ -20,10 +20,7 @@ LOSSLESS = {"preset": "ultrafast", "qp": "0"}
 
 
 def frame_numbers(frames: np.ndarray) -> list[int]:
-    """Invert numbered_frames: grey level 8 + 3k in the lower half of each frame."""
-    h = frames.shape[1]
-    grey = frames[:, h // 2 :, :, :].reshape(len(frames), -1).mean(axis=1)
-    return [int(round((g - 8) / 3)) for g in grey]
+    return [read_frame_number(f) for f in frames]
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +33,8 @@ def clips(tmp_path_factory):
         "mkv": d / "numbered.mkv",
         "vfr": d / "vfr.mp4",
         "long_gop": d / "long_gop.mp4",
+        "avi": d / "numbered.avi",
+        "mov": d / "numbered.mov",
     }
     encode_video(paths["mp4"], numbered_frames(N, 48, 64), 30, options=LOSSLESS)
     encode_video(paths["odd"], numbered_frames(N, 143, 175), 25, codec="mpeg4", options={"qscale": "1"})
@@ -53,6 +52,8 @@ def clips(tmp_path_factory):
     encode_video(
         paths["vfr"], numbered_frames(N, 48, 64), 30, options=LOSSLESS, pts=pts, time_base=Fraction(1, 90000)
     )
+    encode_video(paths["avi"], numbered_frames(N, 48, 64), 30, codec="mpeg4", options={"qscale": "1"})
+    encode_video(paths["mov"], numbered_frames(N, 48, 64), 30, options=LOSSLESS)
     # B-frames + long GOP: decode order differs from presentation order.
     encode_video(
         paths["long_gop"],
@@ -79,7 +80,7 @@ def test_frame_count_without_header(clips, kind):
     assert probe(clips["mp4"], count_packets=True).n_frames == N
 
 
-@pytest.mark.parametrize("kind", ["mp4", "webm", "mkv", "vfr", "long_gop"])
+@pytest.mark.parametrize("kind", ["mp4", "webm", "mkv", "vfr", "long_gop", "avi", "mov"])
 def test_decode_exact_indices(clips, kind):
     rng = np.random.default_rng(1)
     idx = rng.choice(N, size=20, replace=False)

@@ -58,12 +58,30 @@ ODD_SIZE = (143, 175)  # (height, width)
 LARGE_SIZE = (1080, 1920)
 
 
+FRAME_BITS = 8
+
+
 def numbered_frames(n: int, height: int, width: int, start: int = 0):
-    """Frames whose grey level encodes their index (level 8 + 3k, k < 80), plus a colour bar."""
+    """Frames that carry their index: the lower half holds FRAME_BITS black/white stripes (the
+    binary index, most significant bit left; robust to lossy codecs and resizing), the upper half a
+    grey level 8 + 3 * (k % 80), and a red bar marks the top-left corner (orientation)."""
+    edges = np.linspace(0, width, FRAME_BITS + 1).astype(int)
     for k in range(start, start + n):
         rgb = np.full((height, width, 3), 8 + 3 * (k % 80), np.uint8)
+        for b in range(FRAME_BITS):
+            bit = (k >> (FRAME_BITS - 1 - b)) & 1
+            rgb[height // 2 :, edges[b] : edges[b + 1]] = 235 if bit else 20
         rgb[: max(2, height // 8), : width // 2] = (200, 40, 40)
         yield rgb
+
+
+def read_frame_number(rgb: np.ndarray) -> int:
+    """Inverse of `numbered_frames` for one decoded (possibly resized) frame."""
+    h, w = rgb.shape[:2]
+    edges = np.linspace(0, w, FRAME_BITS + 1)
+    centres = ((edges[:-1] + edges[1:]) / 2).astype(int)
+    grey = rgb[(3 * h) // 4, centres].mean(axis=-1)
+    return int(sum(int(g > 128) << (FRAME_BITS - 1 - b) for b, g in enumerate(grey)))
 
 
 def write_bad_inputs(out_dir: str | Path) -> dict[str, Path]:

@@ -108,8 +108,13 @@ def write_labels(path: Path, scene: EpisodeScene, cfg: SynthConfig) -> None:
 def write_dataset(
     out: str | Path, cfg: SynthConfig = SynthConfig(), progress: Callable[[int, int, str], None] | None = None
 ) -> list[Path]:
-    """Write cfg.episodes episodes under `out`; returns the video paths in episode order."""
+    """Write cfg.episodes episodes under `out`; returns the video paths in episode order.
+
+    `out` must be empty or an earlier synthetic dataset; the earlier one's files are removed first,
+    so a smaller rewrite leaves no stale episodes for `discover` to pick up.
+    """
     out = Path(out)
+    _clear_previous(out)
     out.mkdir(parents=True, exist_ok=True)
     videos, table = [], []
     for i in range(cfg.episodes):
@@ -151,3 +156,29 @@ def write_dataset(
 def read_manifest(out: str | Path) -> dict:
     """The `synth.json` written by `write_dataset` (config + one entry per episode)."""
     return json.loads((Path(out) / "synth.json").read_text())
+
+
+def _clear_previous(out: Path) -> None:
+    from tjepa.errors import InputError
+
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise InputError(out, "output path exists and is not a directory")
+    manifest = out / "synth.json"
+    if not manifest.is_file():
+        if any(out.iterdir()):
+            raise InputError(
+                out, "output directory is not empty and holds no synth.json; use an empty directory"
+            )
+        return
+    for ep in json.loads(manifest.read_text()).get("episodes", []):
+        video = out / ep["id"]
+        if ".." in Path(ep["id"]).parts:  # never delete outside `out`, whatever the manifest says
+            raise InputError(manifest, f"episode id {ep['id']!r} points outside the dataset")
+        for path in (video, video.with_suffix(".hdf5")):
+            path.unlink(missing_ok=True)
+        if video.parent != out and video.parent.is_dir() and not any(video.parent.iterdir()):
+            video.parent.rmdir()
+    for path in (manifest, out / "preview.png"):
+        path.unlink(missing_ok=True)
