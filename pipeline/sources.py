@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from tjepa.errors import InputError
+from tjepa.pipeline.video import VIDEO_SUFFIXES
 
-VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi")
 LABEL_SUFFIX = ".hdf5"
 LAYOUTS = ("auto", "egodex", "videos")
 
