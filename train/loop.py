@@ -215,7 +215,7 @@ class Trainer:
         if self.d.world > 1:
             self.model = torch.nn.parallel.DistributedDataParallel(
                 self.core, device_ids=[self.d.device.index] if self.d.device.type == "cuda" else None,
-                find_unused_parameters=True)  # ablations (one stream, jepa) leave parameters unused
+                static_graph=True)  # ablations (one stream) leave the same parameters unused every step
         groups = self.core.param_groups(cfg.lr_head, cfg.lr_predictor, cfg.weight_decay)
         self.head_groups = [_head_group(g) for g in groups]
         self.opt = torch.optim.AdamW(groups, lr=cfg.lr_predictor, weight_decay=cfg.weight_decay)
@@ -291,7 +291,7 @@ class Trainer:
     def _nonfinite(self, losses: dict[str, torch.Tensor], batch: dict[str, torch.Tensor], step: int) -> None:
         done = f"the last good checkpoint ({self.paths.latest}, epoch {self.epoch}) is untouched" \
             if self.epoch else "no checkpoint had been written yet"
-        parts = ", ".join(f"{k}={float(v):.4g}" for k, v in losses.items())
+        parts = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in losses.items())
         rows = batch["row"].tolist() if "row" in batch else "?"
         raise NonFiniteLossError(f"non-finite loss at epoch {self.epoch + 1}, step {step} ({parts}; "
                                  f"store rows {rows}); training stopped and {done}")
