@@ -23,8 +23,10 @@ venv: $(STAMP)
 test: venv
 	$(PY) -m pytest -q -p no:cacheprovider
 
+# The whole pipeline on the embedded default (params.yaml): synth -> models -> cache -> train x3 -> eval -> compare.
 demo: venv
-	$(VENV)/bin/tjepa synth --out data/demo --episodes 8 --seed 0
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/dvc repro
+	@cat reports/compare.md
 
 bench: venv
 	$(PY) -m benchmarks
