@@ -1,5 +1,6 @@
-"""Tiny feature stores with the exact paths, dtypes and attributes of the store contract (schema v1),
-filled with random but *learnable* data, written with plain zarr (no stage one needed).
+"""Tiny feature stores, written through `tjepa.cache_schema.FeatureStore` (so paths, dtypes, chunking,
+sharding and attributes are exactly the real ones), filled with random but *learnable* data (no
+encoders or videos needed).
 
 The generative story (everything in the camera frame of the last observed frame unless noted):
 - each video has two hand centres moving at a constant velocity; the 52 joints are a fixed hand
@@ -16,14 +17,16 @@ The persistence baseline (last observed pose held) therefore has a clear, learna
 
 from __future__ import annotations
 
-import hashlib
-import json
+import shutil
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import zarr
+
+from tjepa.cache_schema.layout import StoreLayout
+from tjepa.cache_schema.store import DONE, FAILED, FeatureStore, RowData
 
 J = 52
 
@@ -47,7 +50,8 @@ class FactoryConfig:
     spread: float = 0.1  # std of the hand centres in the camera frame (metres)
     noise: float = 0.01
     seed: int = 0
-    status: tuple[int, ...] = field(default_factory=tuple)  # per-row override; default all done
+    status: tuple[int, ...] = field(default_factory=tuple)  # per row 0/1/2; default all done
+    rows_per_shard: int = 4
 
 
 def _rot_z(a: float) -> np.ndarray:
@@ -110,69 +114,50 @@ def write_store(path: str | Path, cfg: FactoryConfig = FactoryConfig()) -> Path:
     think_len = rng.integers(1, k + 1, n).astype(np.int32)
     prompt_len = rng.integers(2, cfg.prompt_tokens_max + 1, n).astype(np.int32)
 
-    groups = np.array([f"task_{i % cfg.groups:02d}" for i in range(n)])
-    videos = np.array([f"{g}/{i}.mp4" for i, g in enumerate(groups)])
-    n_frames = rng.integers(4 * (to + tf), 8 * (to + tf), n).astype(np.int32)
-    past_idx = np.stack([np.linspace(0, m // 2 - 1, to).astype(np.int32) for m in n_frames])
-    fut_idx = np.stack([np.linspace(m // 2, m - 1, tf).astype(np.int32) for m in n_frames])
-
-    layout = {"n_past": to, "n_future": tf, "tubelet": tb, "patches": p, "vjepa_width": d,
-              "levels": L, "vlm_width": h, "max_new_tokens": k, "with_targets": cfg.with_targets,
-              "keep_tokens": cfg.keep_tokens}
-    config = {"sampling": {"n_past": to, "n_future": tf},
-              "thinker": {"model": "tiny", "layers": list(cfg.layers), "max_new_tokens": k},
-              "vjepa": {"model": "tiny"}, "factory": asdict(cfg)}
-    g = zarr.open_group(str(path), mode="w")
-    g.attrs.update({
-        "format": "tjepa-cache", "version": 1, "config": config, "layout": layout,
-        "fingerprint": hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest(),
-        "provenance": {"writer": "tests/store_factory.py"},
-    })
-
-    def put(name: str, data: np.ndarray, dtype: str | None = None) -> None:
-        data = np.asarray(data) if dtype is None else np.asarray(data).astype(dtype)
-        chunks = (1,) + data.shape[1:] if data.ndim > 1 else (n,)
-        arr = g.create_array(name, shape=data.shape, dtype=data.dtype if dtype != "str" else str,
-                             chunks=chunks, compressors=None)
-        arr[...] = data
-
-    put("index/video", videos, "str")
-    put("index/group", groups, "str")
-    put("index/n_frames", n_frames)
-    put("index/fps", np.full(n, 30.0, np.float32))
-    put("index/width", np.full(n, 64, np.int32))
-    put("index/height", np.full(n, 48, np.int32))
-    put("index/source_size", rng.integers(1000, 9000, n).astype(np.int64))
-    put("index/source_mtime", np.full(n, 1.7e9, np.float64))
-    put("index/past_idx", past_idx)
-    put("index/future_idx", fut_idx)
-    put("vjepa/past", latents(c_past))
-    put("vjepa/future", latents(c_fut))
-    put("vlm/prompt_mean", prompt_mean, "float32")
-    put("vlm/think_mean", think_mean, "float32")
-    put("vlm/prompt_len", prompt_len)
-    put("vlm/think_len", think_len)
-    put("vlm/think_ids", np.where(np.arange(k)[None] < think_len[:, None], 7, -1).astype(np.int32))
-    put("vlm/think_text", np.array(["hmm" for _ in range(n)]), "str")
-    if cfg.keep_tokens:
-        pt = np.zeros((n, L, cfg.prompt_tokens_max, h), np.float16)
-        tt = np.zeros((n, L, k, h), np.float16)
-        for i in range(n):  # tokens whose masked mean is the stored mean
-            pt[i, :, : prompt_len[i]] = prompt_mean[i][:, None]
-            tt[i, :, : think_len[i]] = think_mean[i][:, None]
-        put("vlm/prompt_tokens", pt)
-        put("vlm/think_tokens", tt)
-    if cfg.with_targets:
-        put("targets/joints_past", jp)
-        put("targets/joints_future", jf)
-        put("targets/valid_past", vp)
-        put("targets/valid_future", vf)
-        put("targets/cam_past", np.repeat(cam[:, None], to, axis=1))
-        put("targets/cam_future", np.repeat(cam[:, None], tf, axis=1))
-        put("targets/intrinsics", np.tile(np.array([[50, 0, 32], [0, 50, 24], [0, 0, 1]], np.float32), (n, 1, 1)))
-    put("thumbs/last_past", rng.integers(0, 255, (n, 6, 8, 3)).astype(np.uint8))
-    status = np.ones(n, np.uint8) if not cfg.status else np.asarray(cfg.status, np.uint8)
-    put("index/status", status)  # last, as the contract requires
+    groups = [f"task_{i % cfg.groups:02d}" for i in range(n)]
+    videos = [f"{g}/{i}.mp4" for i, g in enumerate(groups)]
+    n_frames = rng.integers(4 * (to + tf), 8 * (to + tf), n)
+    lat_past, lat_fut = latents(c_past), latents(c_fut)
+    layout = StoreLayout(n_past=to, n_future=tf, tubelet=tb, patches=p, vjepa_width=d, levels=L, vlm_width=h,
+                         max_new_tokens=k, with_targets=cfg.with_targets, keep_tokens=cfg.keep_tokens,
+                         max_prompt_tokens=cfg.prompt_tokens_max if cfg.keep_tokens else 0, thumb_size=(6, 8),
+                         rows_per_shard=cfg.rows_per_shard)
+    config = {"sampling": {"n_past": to, "n_future": tf},  # shaped like stage one's extraction config
+              "encoders": {"preset": "factory", "layers": list(cfg.layers), "max_new_tokens": k,
+                           "keep_tokens": cfg.keep_tokens},
+              "factory": {k_: (list(v) if isinstance(v, tuple) else v) for k_, v in asdict(cfg).items()}}
+    if path.exists():
+        shutil.rmtree(path)
+    store = FeatureStore.create(path, layout, config, {"writer": "tests/store_factory.py"})
+    rows = store.add_rows(videos, groups, [1000 + i for i in range(n)], [1.7e9 + i for i in range(n)])
+    status = list(cfg.status) if cfg.status else [DONE] * n
+    datas, done_rows = [], []
+    for i in range(n):
+        if status[i] != DONE:
+            continue
+        m = int(n_frames[i])
+        r = RowData(
+            n_frames=m, fps=30.0, width=64, height=48,
+            past_idx=np.linspace(0, m // 2 - 1, to).astype(np.int64),
+            future_idx=np.linspace(m // 2, m - 1, tf).astype(np.int64),
+            vjepa_past=lat_past[i], vjepa_future=lat_fut[i],
+            prompt_mean=prompt_mean[i].astype(np.float32), think_mean=think_mean[i].astype(np.float32),
+            prompt_len=int(prompt_len[i]), think_len=int(think_len[i]),
+            think_ids=np.full(int(think_len[i]), 7, np.int32), think_text="hmm",
+            thumb=rng.integers(0, 255, (6, 8, 3)).astype(np.uint8))
+        if cfg.keep_tokens:  # tokens whose masked mean is the stored mean
+            r.prompt_tokens = np.repeat(prompt_mean[i][:, None], prompt_len[i], axis=1).astype(np.float16)
+            r.think_tokens = np.repeat(think_mean[i][:, None], think_len[i], axis=1).astype(np.float16)
+        if cfg.with_targets:
+            r.joints_past, r.joints_future, r.valid_past, r.valid_future = jp[i], jf[i], vp[i], vf[i]
+            r.cam_past, r.cam_future = np.repeat(cam[i][None], to, 0), np.repeat(cam[i][None], tf, 0)
+            r.intrinsics = np.array([[50, 0, 32], [0, 50, 24], [0, 0, 1]], np.float32)
+        datas.append(r)
+        done_rows.append(int(rows[i]))
+    store.write_rows(done_rows, datas)  # data first, statuses last (the store's own rule)
+    for i in range(n):
+        if status[i] == FAILED:
+            store.mark_failed(int(rows[i]), videos[i], "factory: marked failed")
     return path
 
 

@@ -16,9 +16,8 @@ import numpy as np
 import torch
 import zarr
 
+from tjepa.cache_schema.store import DONE, read_root_attrs
 from tjepa.errors import StoreFormatError, TjepaError
-
-STATUS_DONE = 1
 
 # batch key -> store array; `cam_last` is the last step of cam_past
 _BASE = {
@@ -46,7 +45,8 @@ def _find_layers(node: Any) -> list[list[int]]:
 
 
 def captured_layers(config: dict) -> tuple[int, ...]:
-    """The decoder layer numbers the store captured (the `layers` list of the encoder config)."""
+    """The decoder layer numbers the store captured (the `layers` list of the encoder config,
+    `config["encoders"]["layers"]` in stores written by stage one; found wherever it is nested)."""
     found = {tuple(x) for x in _find_layers(config)}
     if len(found) != 1:
         raise StoreFormatError(f"the store config must name exactly one `layers` list of captured decoder "
@@ -71,28 +71,21 @@ class StoreIndex:
 
 
 def read_index(store_path: str | Path) -> StoreIndex:
-    """Open a store read-only and read its attributes and index arrays (never the features)."""
+    """Open a store read-only and read its attributes and index arrays (never the features).
+
+    Only committed rows (the `rows` root attribute: arrays are grown before it is updated) count."""
     path = str(store_path)
+    attrs = read_root_attrs(path)  # StoreFormatError unless this is a tjepa store we can read
+    g = zarr.open_group(path, mode="r")
+    n = int(attrs["rows"])
     try:
-        g = zarr.open_group(path, mode="r")
-    except (FileNotFoundError, zarr.errors.GroupNotFoundError) as err:
-        raise StoreFormatError(f"{path}: no feature store here ({err})") from err
-    attrs = dict(g.attrs)
-    if attrs.get("format") != "tjepa-cache":
-        raise StoreFormatError(f"{path}: not a tjepa feature store (format={attrs.get('format')!r})")
-    if attrs.get("version") != 1:
-        raise StoreFormatError(f"{path}: store schema version {attrs.get('version')!r}; this code reads 1")
-    for key in ("layout", "config", "fingerprint"):
-        if key not in attrs:
-            raise StoreFormatError(f"{path}: the store has no `{key}` attribute")
-    try:
-        status = g["index/status"][...]
-        videos = tuple(str(v) for v in g["index/video"][...].tolist())
-        groups = tuple(str(v) for v in g["index/group"][...].tolist())
+        status = np.asarray(g["index/status"][:n])
+        videos = tuple(str(v) for v in g["index/video"][:n].tolist())
+        groups = tuple(str(v) for v in g["index/group"][:n].tolist())
     except KeyError as err:
         raise StoreFormatError(f"{path}: missing index array ({err})") from err
     return StoreIndex(
-        path=path, videos=videos, groups=groups, done=np.asarray(status) == STATUS_DONE,
+        path=path, videos=videos, groups=groups, done=status == DONE,
         layout=dict(attrs["layout"]), config=dict(attrs["config"]), fingerprint=str(attrs["fingerprint"]),
         layers=captured_layers(attrs["config"]), has_targets="targets/joints_future" in g,
         has_tokens="vlm/prompt_tokens" in g and "vlm/think_tokens" in g,
@@ -141,6 +134,7 @@ class CacheDataset(torch.utils.data.Dataset):
         self._all_levels = len(self._lv) == len(self.index.layers) and bool((self._lv == np.arange(len(self._lv))).all())
         self.fields = dict(_BASE, **(_TOKENS if with_tokens else {}))
         self._group: zarr.Group | None = None  # opened lazily per process
+        self._arrays: dict[str, zarr.Array] = {}
         self._mem: dict[str, np.ndarray] | None = None
         if preload:
             self._mem = self._read_bulk()
@@ -148,13 +142,21 @@ class CacheDataset(torch.utils.data.Dataset):
     # --- process safety: a zarr handle never crosses a pickle boundary
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
-        state["_group"] = None
+        state["_group"], state["_arrays"] = None, {}
         return state
 
     def _open(self) -> zarr.Group:
         if self._group is None:
             self._group = zarr.open_group(self.path, mode="r")
+            self._arrays = {}
         return self._group
+
+    def _array(self, name: str) -> zarr.Array:
+        """Array handles are cached per process: opening one re-reads its metadata."""
+        g = self._open()
+        if name not in self._arrays:
+            self._arrays[name] = g[name]
+        return self._arrays[name]
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -166,12 +168,11 @@ class CacheDataset(torch.utils.data.Dataset):
 
     def _read_bulk(self) -> dict[str, np.ndarray]:
         """One read per array for all rows (a slice when the rows are contiguous)."""
-        g = self._open()
         rows = np.asarray(self.rows, np.int64)
         contiguous = rows.size > 0 and bool((np.diff(rows) == 1).all())
         mem = {}
         for key, name in self.fields.items():
-            arr = g[name]
+            arr = self._array(name)
             x = arr[int(rows[0]):int(rows[-1]) + 1] if contiguous else arr.oindex[rows]
             if key == "cam_last":
                 x = np.ascontiguousarray(x[:, -1])
@@ -181,10 +182,9 @@ class CacheDataset(torch.utils.data.Dataset):
     def _read_row(self, i: int) -> dict[str, np.ndarray]:
         if self._mem is not None:
             return {k: v[i] for k, v in self._mem.items()}
-        g, row = self._open(), self.rows[i]
-        out = {}
+        row, out = self.rows[i], {}
         for key, name in self.fields.items():
-            x = g[name][row, -1] if key == "cam_last" else g[name][row]
+            x = self._array(name)[row, -1] if key == "cam_last" else self._array(name)[row]
             out[key] = self._select_levels(key, np.asarray(x), 0)
         return out
 
