@@ -19,9 +19,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 import store_factory as sf  # noqa: E402
 
 from tjepa.errors import ConfigMismatchError, TjepaError  # noqa: E402
-from tjepa.train.checkpoint import load_checkpoint  # noqa: E402
+from tjepa.train.checkpoint import atomic_save, load_checkpoint, load_run_model  # noqa: E402
 from tjepa.train.loop import NonFiniteLossError, Trainer, train_run  # noqa: E402
-from tjepa.train.run_config import TrainConfig  # noqa: E402
+from tjepa.train.run_config import TrainConfig, run_split_dataset  # noqa: E402
 
 FC = sf.FactoryConfig(n=24, groups=6, n_past=4, n_future=4, keep_tokens=True, speed=0.05, spread=0.02)
 VOLATILE = {"time", "samples_per_s"}
@@ -76,6 +76,7 @@ def test_run_directory_metrics_and_weights_only_checkpoints(tmp_path, store):
     assert {m["lr_predictor"] for m in lines} == {1e-3}
     doc = json.loads((run / "config.json").read_text())
     g = zarr.open_group(str(store), mode="r")
+    videos = [str(v) for v in g["index/video"][:].tolist()]
     assert doc["store"]["fingerprint"] == g.attrs["fingerprint"] and doc["split"]["seed"] == 42
     assert doc["train"]["batch_size"] == 4 and doc["model"]["variant"] == "thinkjepa"
     assert doc["model"]["vjepa_width"] == FC.vjepa_width and doc["levels"] == list(FC.layers)
@@ -90,6 +91,27 @@ def test_run_directory_metrics_and_weights_only_checkpoints(tmp_path, store):
     model = ThinkJEPA(ModelConfig.from_dict(latest["config"]["model"]))
     model.load_state_dict(latest["model"])
     assert not list(run.glob(".*tmp*"))  # no temp files left behind
+
+    # what evaluation uses: the best model and the held-out split, with the run's settings
+    trained, ckpt = load_run_model(run, "best")
+    test = run_split_dataset(run, store, "test")
+    assert [videos[r] for r in test.rows] == splits["videos"]["test"] and test.levels == FC.layers
+    with torch.no_grad():
+        out = trained(torch.utils.data.default_collate([test[i] for i in range(len(test))]))
+    assert torch.isfinite(out.traj_world).all() and ckpt["epoch"] == best_epoch
+    other = sf.write_store(tmp_path / "other.zarr", sf.FactoryConfig(**{**FC.__dict__, "layers": (0, 1, 2)}))
+    with pytest.raises(ConfigMismatchError, match="fingerprint"):
+        run_split_dataset(run, other, "test")
+
+
+def test_atomic_save_keeps_the_old_file_when_writing_fails(tmp_path):
+    path = tmp_path / "ckpt.pt"
+    atomic_save({"w": torch.ones(3)}, path)
+    before = path.read_bytes()
+    with pytest.raises(Exception):  # noqa: B017 - pickling a lambda fails half way through the write
+        atomic_save({"w": torch.zeros(1000), "bad": lambda: None}, path)
+    assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.pt"]
+    assert torch.equal(torch.load(path, weights_only=True)["w"], torch.ones(3))
 
 
 def test_overfits_a_few_videos(tmp_path, store):
@@ -107,6 +129,8 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path, store):
     part = Trainer(c, store, tmp_path / "part", progress=False, model_overrides=noisy)
     first = part.fit(max_epochs=2)
     assert len(first) == 2 and not part.resuming
+    with open(tmp_path / "part" / "metrics.jsonl", "a") as fh:  # a crash after the metrics line, before
+        fh.write(json.dumps({**first[-1], "epoch": 3}) + "\n")  # the checkpoint: resume drops it
     again = Trainer(c, store, tmp_path / "part", progress=False, model_overrides=noisy)
     assert again.resuming and again.epoch == 2
     second = again.fit()

@@ -93,3 +93,18 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if ckpt.get("version") != VERSION:
         raise InputError(path, f"checkpoint version {ckpt.get('version')!r}; this code reads {VERSION}")
     return ckpt
+
+
+def load_run_model(run_dir: str | Path, which: str = "best",
+                   map_location: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The trained model of a run (in eval mode) from RUN/ckpt_{which}.pt, and that checkpoint
+    (its `config` is the run document of RUN/config.json, `epoch` and `metrics` say when it was saved)."""
+    from tjepa.train.config import ModelConfig
+    from tjepa.train.model import ThinkJEPA
+
+    if which not in ("best", "latest"):
+        raise ValueError(f"which must be 'best' or 'latest', got {which!r}")
+    ckpt = load_checkpoint(Path(run_dir) / f"ckpt_{which}.pt", map_location=map_location)
+    model = ThinkJEPA(ModelConfig.from_dict(ckpt["config"]["model"]))
+    model.load_state_dict(ckpt["model"])
+    return model.to(map_location).eval(), ckpt

@@ -184,3 +184,24 @@ def prepare_run_dir(run_dir: str | Path, doc: dict[str, Any], resume: bool = Tru
         p.unlink(missing_ok=True)
     write_json_atomic(paths.config, doc)
     return paths, False
+
+
+def run_split_dataset(run_dir: str | Path, store: str | Path, split: str = "test", preload: bool = False):
+    """A CacheDataset of one split of a finished run (for evaluation), with the run's levels and
+    token setting. ConfigMismatchError when `store` is not the extraction the run was trained on."""
+    from tjepa.train.data import CacheDataset, read_index
+    from tjepa.train.splits import read_splits
+
+    paths = RunPaths(Path(run_dir))
+    try:
+        doc = json.loads(paths.config.read_text())
+    except (OSError, ValueError) as err:
+        raise InputError(paths.config, f"not a readable run config ({err})") from err
+    index = read_index(store)
+    if index.fingerprint != doc["store"]["fingerprint"]:
+        raise ConfigMismatchError(f"{store}: extraction fingerprint {index.fingerprint[:12]} differs from the "
+                                  f"store run {paths.root} was trained on ({doc['store']['fingerprint'][:12]}, "
+                                  f"{doc['store']['path']})")
+    rows = read_splits(paths.root, index.videos, index.done).rows(split)
+    return CacheDataset(store, rows, levels=tuple(doc["levels"]),
+                        with_tokens=doc["model"]["conditioning"] == "crossattn", preload=preload)
