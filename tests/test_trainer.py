@@ -197,7 +197,8 @@ def test_training_never_reads_test_rows(tmp_path, preload):
     _corrupt_rows(store, test_rows)
     with pytest.raises(Exception):  # noqa: B017 - any codec error proves the chunk is unreadable
         CacheDataset(store, rows=test_rows[:1])[0]
-    hist = train_run(cfg(epochs=2, preload=preload), store, tmp_path / "run", progress=False)
+    workers = 0 if preload else 2  # lazy reads also run in DataLoader worker processes
+    hist = train_run(cfg(epochs=2, preload=preload, num_workers=workers), store, tmp_path / "run", progress=False)
     assert len(hist) == 2 and all(np.isfinite(m["val_ade"]) for m in hist)
 
 

@@ -238,7 +238,8 @@ class Trainer:
 
     # ------------------------------------------------------------------ state
     def _restore(self) -> None:
-        ckpt = load_checkpoint(self.paths.latest, map_location=self.d.device)
+        # on the CPU: RNG states must stay CPU tensors; model and optimizer copy onto their device
+        ckpt = load_checkpoint(self.paths.latest, map_location="cpu")
         self.core.load_state_dict(ckpt["model"])
         self.opt.load_state_dict(ckpt["optimizer"])
         if ckpt["scaler"]:
