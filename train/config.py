@@ -20,6 +20,7 @@ LEVEL_MODES = ("all", "last", "mid")
 CONDITIONINGS = ("film", "adaln", "crossattn")
 ATTENTIONS = ("auto", "sdpa_per_frame", "flex", "dense")
 STEP_POOLS = ("future", "pairs")
+ANCHORS = ("none", "last_observed")
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,10 @@ class ModelConfig:
     # "future": step j reads predicted future frame j + the last observed frame (our default, see
     # head.py); "pairs": the published average of consecutive pairs of all frame slots.
     step_pool: str = "future"
+    # "last_observed": the head predicts offsets from the last observed joint positions, so training
+    # starts at the persistence baseline (learns with little data; the tiny preset's default).
+    # "none": absolute joints in the last observed camera frame, as published (the paper preset).
+    anchor: str = "none"
     # --- variant and ablations ---
     variant: str = "thinkjepa"  # thinkjepa | jepa (no guidance) | vlm (visual inputs zeroed)
     stream: str = "both"  # prompt | think | both: the unused stream contributes zeros
@@ -73,6 +78,7 @@ class ModelConfig:
             ("conditioning", CONDITIONINGS),
             ("attention", ATTENTIONS),
             ("step_pool", STEP_POOLS),
+            ("anchor", ANCHORS),
         ):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"ModelConfig.{name}={getattr(self, name)!r}; choose one of {allowed}")
@@ -171,6 +177,7 @@ TINY = ModelConfig(
     head_width=64,
     head_heads=4,
     head_dropout=0.0,
+    anchor="last_observed",
 )
 
 PRESETS: dict[str, ModelConfig] = {"paper": PAPER, "tiny": TINY}

@@ -83,7 +83,25 @@ class ThinkJEPA(nn.Module):
         else:
             observed = past.repeat_interleave(cfg.tubelet, dim=1)
         traj_cam, traj_world = self.head(observed.to(pred_frames.dtype), pred_frames, batch.get("cam_last"))
+        if cfg.anchor == "last_observed" and "cam_last" in batch:  # unlabelled batches have no trajectory
+            traj_cam, traj_world = self._add_anchor(batch, traj_cam, traj_world)
         return ModelOutput(pred_future, pred_frames, traj_cam, traj_world)
+
+    @staticmethod
+    def _add_anchor(batch: Mapping[str, Tensor], traj_cam: Tensor, traj_world: Tensor | None):
+        """Offsets -> positions: add each joint's last observed position (zero where it was invalid)."""
+        missing = [k for k in ("joints_past", "valid_past") if k not in batch]
+        if missing:
+            raise ConfigMismatchError(f"anchor='last_observed' needs batch keys {missing}")
+        last = batch["joints_past"][:, -1].float() * batch["valid_past"][:, -1, :, None]  # [B, J, 3] world
+        pose = batch["cam_last"].float()
+        rot, trans = pose[:, :3, :3], pose[:, :3, 3]
+        offset_world = last - trans[:, None]  # = R @ anchor_cam
+        anchor_cam = torch.einsum("bji,bkj->bki", rot, offset_world)  # R^T (p - t)
+        traj_cam = traj_cam + anchor_cam[:, None]
+        if traj_world is not None:
+            traj_world = traj_world + offset_world[:, None]
+        return traj_cam, traj_world
 
     def loss(self, batch: Mapping[str, Tensor], out: ModelOutput) -> dict[str, Tensor]:
         """total = w_traj * MSE(world joints, valid entries only) + w_latent * MSE(latents); float32."""
