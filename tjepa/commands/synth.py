@@ -8,6 +8,12 @@ from typing import Annotated
 import typer
 
 
+def task_names(n: int) -> tuple[str, ...]:
+    """The three named tasks first, then numbered variants (actions cycle through the three)."""
+    base = ("pick_place", "push_forward", "tap_twice")
+    return tuple(base[i % 3] + ("" if i < 3 else f"_{i // 3 + 1}") for i in range(n))
+
+
 def synth(
     out: Annotated[Path, typer.Option("--out", help="Directory to write <task>/<n>.mp4 + .hdf5 into.")],
     episodes: Annotated[int, typer.Option(min=1, help="Number of episodes.")] = 8,
@@ -17,6 +23,9 @@ def synth(
     min_frames: Annotated[int, typer.Option(min=8, help="Shortest episode, in frames.")] = 90,
     max_frames: Annotated[int, typer.Option(min=8, help="Longest episode, in frames.")] = 160,
     fps: Annotated[int, typer.Option(min=1, help="Frame rate of the videos.")] = 30,
+    tasks: Annotated[
+        int, typer.Option(min=1, help="Number of task folders (the groups of the train/val/test split).")
+    ] = 3,
     preview: Annotated[bool, typer.Option("--preview/--no-preview", help="Write DIR/preview.png.")] = True,
 ) -> None:
     """Write a synthetic EgoDex-layout dataset with a known 3-D hand scene and an early colour cue."""
@@ -37,6 +46,7 @@ def synth(
             min_frames=min_frames,
             max_frames=max_frames,
             preview=preview,
+            tasks=task_names(tasks),
         )
     except ValueError as err:
         raise typer.BadParameter(str(err)) from err
