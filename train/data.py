@@ -131,7 +131,7 @@ class CacheDataset(torch.utils.data.Dataset):
         self.rows = tuple(rows)
         self.levels = tuple(self.index.layers[i] for i in level_positions(self.index.layers, levels))
         self._lv = np.asarray(level_positions(self.index.layers, levels))
-        self._all_levels = len(self._lv) == len(self.index.layers) and bool((self._lv == np.arange(len(self._lv))).all())
+        self._all_levels = np.array_equal(self._lv, np.arange(len(self.index.layers)))
         self.fields = dict(_BASE, **(_TOKENS if with_tokens else {}))
         self._group: zarr.Group | None = None  # opened lazily per process
         self._arrays: dict[str, zarr.Array] = {}
