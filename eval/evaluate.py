@@ -24,7 +24,6 @@ import torch
 import zarr
 from torch.utils.data import DataLoader
 
-from tjepa.errors import TjepaError
 from tjepa.eval import plots
 from tjepa.eval.baselines import BaselineScorer
 from tjepa.eval.metrics import DEFAULT_HORIZONS, DEFAULT_THRESHOLD, LatentMeter, TrajectoryMeter

@@ -158,7 +158,7 @@ def score_rollout(model: torch.nn.Module, batches: Iterable[dict[str, Tensor]], 
                   steps: int, device: torch.device, camera: str | None = None,
                   keep: int = 0) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
     """Roll out every batch; returns (trajectory metrics, stability, the first `keep` videos'
-    predictions as {row, traj_world, latent_error})."""
+    predictions as {row, traj_world})."""
     frames = steps * cfg.fut * model.cfg.tubelet
     scorer, kept = RolloutScorer(cfg, frames), []
     model.eval()

@@ -9,11 +9,11 @@ import shutil
 
 import numpy as np
 import pytest
+import store_factory as sf
 import torch
 import zarr
 from typer.testing import CliRunner
 
-import store_factory as sf
 from tjepa.cli import app
 from tjepa.errors import ConfigMismatchError, TjepaError
 from tjepa.eval.evaluate import EvalConfig, evaluate_run

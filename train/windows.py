@@ -35,8 +35,7 @@ import zarr
 from torch.utils.data import DataLoader, Dataset
 
 from tjepa.errors import ConfigMismatchError, TjepaError
-from tjepa.train.checkpoint import (atomic_save, load_checkpoint, make_checkpoint, rng_state,
-                                    set_rng_state)
+from tjepa.train.checkpoint import atomic_save, load_checkpoint, make_checkpoint, rng_state, set_rng_state
 from tjepa.train.config import ModelConfig
 from tjepa.train.data import CacheDataset, read_index
 from tjepa.train.loop import EpochBar, EpochSampler, NonFiniteLossError
@@ -179,7 +178,8 @@ class WindowTrainer:
             self._restore()
 
     def _restore(self) -> None:
-        ckpt = load_checkpoint(self.paths.latest, map_location=self.device)
+        # on the CPU: RNG states must stay CPU tensors; model and optimizer copy onto their device
+        ckpt = load_checkpoint(self.paths.latest, map_location="cpu")
         self.model.load_state_dict(ckpt["model"])
         self.opt.load_state_dict(ckpt["optimizer"])
         if ckpt["scaler"]:
@@ -238,10 +238,12 @@ class WindowTrainer:
             atomic_save(ckpt, self.paths.best)
         atomic_save(ckpt, self.paths.latest)
 
-    def fit(self) -> list[dict[str, Any]]:
-        """Train until `cfg.epochs`; returns this call's per-epoch metrics (also in metrics.jsonl)."""
+    def fit(self, max_epochs: int | None = None) -> list[dict[str, Any]]:
+        """Train until `cfg.epochs` (or for at most `max_epochs` more); returns this call's per-epoch
+        metrics (also appended to metrics.jsonl)."""
         history = []
-        while self.epoch < self.cfg.epochs:
+        end = self.cfg.epochs if max_epochs is None else min(self.cfg.epochs, self.epoch + max_epochs)
+        while self.epoch < end:
             t0 = time.perf_counter()
             lr_head, lr_pred = self.cfg.lr_at(self.epoch)
             for group, is_head in zip(self.opt.param_groups, self.head_groups, strict=True):
