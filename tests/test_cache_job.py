@@ -157,3 +157,19 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path, synth_root, tin
     # Rows done before the kill were skipped, not recomputed.
     assert summary_count(res.stdout, "already done") == len(done_rows)
     assert summary_count(res.stdout, "this run: encoded") == info["done"] - len(done_rows)
+
+
+def test_kept_tokens_average_to_the_stored_means(tmp_path, synth_root, tiny_models):
+    tree = copy_tree(synth_root, tmp_path / "videos", n=2)
+    out = tmp_path / "tokens.zarr"
+    res = run_cli(cache_args(tree, out, tiny_models, "--keep-tokens"))
+    assert res.returncode == 0, res.stdout + res.stderr
+    g = zarr.open_group(str(out), mode="r")
+    for stream in ("prompt", "think"):
+        tokens = g[f"vlm/{stream}_tokens"][:].astype(np.float64)  # [N, L, S, H], zero padded
+        lengths = g[f"vlm/{stream}_len"][:]
+        assert (lengths > 0).all()
+        mask = np.arange(tokens.shape[2])[None, :] < lengths[:, None]  # [N, S]
+        mean = (tokens * mask[:, None, :, None]).sum(2) / lengths[:, None, None]
+        # tokens are stored fp16, means fp32: agreement to fp16 rounding
+        np.testing.assert_allclose(mean, g[f"vlm/{stream}_mean"][:], rtol=2e-3, atol=2e-3)
