@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# GPU checks that cannot run on the CPU machines (no CUDA, no torchvision, no vLLM there).
+# Run from the repository root on a CUDA machine with a working torchvision and, optionally, vLLM:
+#   bash scripts/gpu_check.sh [OUT_DIR]
+# It (1) runs the HF-processor parity tests that are skipped without torchvision, (2) caches the same
+# synthetic episodes with the transformers and the vLLM generator (full-random models) and compares the
+# generated ids and captured means, and (3) runs the GPU benchmarks (python -m benchmarks --only gpu).
+set -euo pipefail
+OUT=${1:-gpu_check_out}
+mkdir -p "$OUT"
+export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
+python -c "import torch; assert torch.cuda.is_available(), 'needs a CUDA GPU'; print(torch.cuda.get_device_name(0))"
+
+echo "== 1. HF processor parity (needs torchvision) =="
+python -m pytest -q tests/test_preprocess.py -k "parity or hf" -rs | tee "$OUT/parity.log"
+
+echo "== 2. transformers vs vLLM generator on full-random models =="
+tjepa synth --out "$OUT/data" --episodes 8 --tasks 4 --width 256 --height 256 --no-preview
+[ -f "$OUT/models/tjepa-models.json" ] || tjepa build-models --out "$OUT/models" --preset full-random
+tjepa cache --videos "$OUT/data" --out "$OUT/hf.zarr" --models full-random --models-dir "$OUT/models" \
+  --device cuda --batch-size 4 | tee "$OUT/cache_hf.log"
+if python -c "import vllm" 2>/dev/null; then
+  tjepa cache --videos "$OUT/data" --out "$OUT/vllm.zarr" --models full-random --models-dir "$OUT/models" \
+    --device cuda --batch-size 4 --generator vllm | tee "$OUT/cache_vllm.log"
+  python - "$OUT" <<'PY'
+import sys, numpy as np, zarr
+out = sys.argv[1]
+a, b = zarr.open_group(f"{out}/hf.zarr", mode="r"), zarr.open_group(f"{out}/vllm.zarr", mode="r")
+ids_a, ids_b = a["vlm/think_ids"][:], b["vlm/think_ids"][:]
+same = (ids_a == ids_b).all(axis=1)
+print(f"greedy ids identical for {same.sum()}/{len(same)} videos")
+for path in ("vlm/prompt_mean", "vlm/think_mean"):
+    d = np.abs(a[path][:] - b[path][:]).max(axis=(1, 2))
+    print(f"{path}: max abs diff per video (same ids -> same states expected): {d[same].max() if same.any() else 'n/a'}")
+PY
+else
+  echo "vLLM not installed: pip install -e '.[vllm]' in a GPU environment to check --generator vllm"
+fi
+
+echo "== 3. GPU benchmarks =="
+python -m benchmarks --only gpu --out "$OUT/BENCHMARKS-gpu.md"
