@@ -196,3 +196,23 @@ def test_checkpoint_of_another_configuration_is_refused(trained, tmp_path):
     (copy / "config.json").write_text(json.dumps(doc))
     with pytest.raises(ConfigMismatchError, match="mixes two runs"):
         evaluate_run(copy, store, None, EvalConfig(device="cpu", progress=False))
+
+
+@pytest.mark.slow
+def test_end_to_end_on_a_stage_one_store(synth_root, tiny_models, tmp_path):
+    """synth -> `tjepa cache` (tiny encoders) -> `tjepa train` -> `tjepa eval --rollout`."""
+    runner, store, run = CliRunner(), tmp_path / "s.zarr", tmp_path / "run"
+    for args in (["cache", "--videos", str(synth_root), "--out", str(store), "--models", "tiny", "--models-dir",
+                  str(tiny_models), "--past", "8", "--future", "8", "--device", "cpu"],
+                 ["train", "--cache", str(store), "--out", str(run), "--preset", "tiny", "--epochs", "1",
+                  "--batch-size", "2", "--device", "cpu", "--no-progress"],
+                 ["eval", "--run", str(run), "--cache", str(store), "--device", "cpu", "--no-progress",
+                  "--figures", "1", "--rollout", "--rollout-epochs", "1"]):
+        res = runner.invoke(app, args)
+        assert res.exit_code == 0, (args[0], res.output, res.exception)
+    m = json.loads((run / "eval" / "metrics.json").read_text())
+    assert m["split"] == "test" and m["n"] == len(_split_rows(run, store)) > 0
+    assert np.isfinite([m["ade"], m["fde"], m["acc"], m["baselines"]["persistence"]["ade"]]).all()
+    assert sorted(m["rollout_metrics"]["horizons"], key=int) == ["4", "8"]  # 8 future frames: 2 steps
+    figs = {p.name.split("_")[0] for p in (run / "eval" / "figures").glob("*.png")}
+    assert {"trajectories", "rollout", "error", "training"} <= figs
