@@ -371,3 +371,82 @@ def write_malicious_checkpoint(path: Path, marker: Path) -> None:
     import torch
 
     torch.save({"format": "tjepa-checkpoint", "version": 1, "payload": _PickleBomb(marker)}, path)
+
+
+# ---------------------------------------------------------------- more bad inputs
+def write_extra_bad_inputs(videos: Path, good_video: Path) -> dict[str, tuple[Path, str]]:
+    """What `write_bad_inputs` lacks, added to its plain-videos tree `videos`.
+
+    Returns {name: (path, outcome)} with outcome "ok" (must be cached), "skipped" (discovery warns
+    and lists no row for it) or "loop" (a directory link back to an ancestor: entered at most once).
+    """
+    from tjepa.pipeline.synth.bad_inputs import numbered_frames
+    from tjepa.pipeline.synth.writer import encode_video
+
+    out: dict[str, tuple[Path, str]] = {}
+    huge = videos / "huge_1920x1080_66f.mp4"  # enough frames to sample: decoded at a reduced size
+    encode_video(huge, numbered_frames(66, 1080, 1920), 30, options={"preset": "ultrafast"})
+    out["huge_resolution"] = (huge, "ok")
+    odd_name = videos / "clip é (1) ü.mp4"
+    shutil.copy2(good_video, odd_name)
+    out["unicode_name"] = (odd_name, "ok")
+    dangling = videos / "dangling.mp4"
+    dangling.symlink_to(videos / "does_not_exist.mp4")
+    out["dangling_link"] = (dangling, "skipped")
+    loop = videos / "loop"
+    loop.symlink_to(videos, target_is_directory=True)
+    out["symlink_loop"] = (loop, "loop")
+    folder = videos / "folder.mp4"  # a directory with a video suffix
+    folder.mkdir()
+    out["directory_named_mp4"] = (folder, "skipped")
+    return out
+
+
+# ---------------------------------------------------------------- static safety checks
+def product_sources() -> list[Path]:
+    return sorted(p for d in PRODUCT_DIRS if (REPO / d).is_dir() for p in (REPO / d).rglob("*.py"))
+
+
+def unsafe_loading_calls() -> list[str]:
+    """Calls in the product code that could run code from a file:
+    - any `trust_remote_code=` whose value is not the constant False (no flag exists yet);
+    - `torch.load(...)` without `weights_only=True`;
+    - `pickle.load(s)`, `np.load(..., allow_pickle=True)`, `dill`/`joblib` loads."""
+    import ast
+
+    out = []
+    for path in product_sources():
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Call):
+                continue
+            where = f"{path.relative_to(REPO)}:{node.lineno}"
+            kw = {k.arg: k.value for k in node.keywords if k.arg}
+            trc = kw.get("trust_remote_code")
+            if trc is not None and not (isinstance(trc, ast.Constant) and trc.value is False):
+                out.append(f"{where}: trust_remote_code={ast.unparse(trc)}")
+            name = ast.unparse(node.func)
+            if name == "torch.load":
+                wo = kw.get("weights_only")
+                if not (isinstance(wo, ast.Constant) and wo.value is True):
+                    out.append(f"{where}: torch.load without weights_only=True")
+            if name in ("pickle.load", "pickle.loads", "dill.load", "dill.loads", "joblib.load",
+                        "cloudpickle.load", "cloudpickle.loads"):
+                out.append(f"{where}: {name}")
+            if name.endswith("np.load") or name == "numpy.load":
+                ap = kw.get("allow_pickle")
+                if ap is not None and not (isinstance(ap, ast.Constant) and ap.value is False):
+                    out.append(f"{where}: np.load(allow_pickle={ast.unparse(ap)})")
+    return out
+
+
+def from_pretrained_calls() -> list[str]:
+    """Every `...from_pretrained(` call in the product code (file:line), to show what was checked."""
+    import ast
+
+    out = []
+    for path in product_sources():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and ast.unparse(node.func).endswith("from_pretrained"):
+                out.append(f"{path.relative_to(REPO)}:{node.lineno}")
+    return out
