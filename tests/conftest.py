@@ -34,3 +34,14 @@ def tiny_models(tmp_path_factory):
     out = tmp_path_factory.mktemp("models")
     build_tiny_models(out, seed=0)
     return out
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models run fastest on one thread on a shared 2-core machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

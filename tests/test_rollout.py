@@ -27,12 +27,7 @@ from tjepa.train.windows import SequenceDataset, WindowSpec, all_windows, sequen
 FC = sf.FactoryConfig(n=24, groups=6, n_past=8, n_future=16)  # 4 + 8 tubelets: 9 windows, 4 rollout steps
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -27,13 +27,7 @@ FC = sf.FactoryConfig(n=24, groups=6, n_past=4, n_future=4, keep_tokens=True, sp
 VOLATILE = {"time", "samples_per_s"}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

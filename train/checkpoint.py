@@ -95,6 +95,29 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return ckpt
 
 
+def restore_training(path: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                     scaler: torch.amp.GradScaler) -> dict[str, Any]:
+    """Load a `latest` checkpoint into model, optimizer and scaler; returns it (epoch, best, rng...).
+
+    Loaded on the CPU: RNG states must stay CPU tensors; model and optimizer copy onto their device.
+    """
+    ckpt = load_checkpoint(path, map_location="cpu")
+    model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    if ckpt["scaler"]:
+        scaler.load_state_dict(ckpt["scaler"])
+    return ckpt
+
+
+def truncate_metrics(path: Path, epoch: int) -> None:
+    """Drop metrics.jsonl lines of epochs after `epoch` (written after the checkpoint a resume uses)."""
+    import json
+
+    if path.exists():
+        lines = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["epoch"] <= epoch]
+        path.write_text("".join(ln + "\n" for ln in lines))
+
+
 def load_run_model(run_dir: str | Path, which: str = "best",
                    map_location: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
     """The trained model of a run (in eval mode) from RUN/ckpt_{which}.pt, and that checkpoint

@@ -23,7 +23,13 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from tjepa.errors import TjepaError
-from tjepa.train.checkpoint import atomic_save, load_checkpoint, make_checkpoint, set_rng_state
+from tjepa.train.checkpoint import (
+    atomic_save,
+    make_checkpoint,
+    restore_training,
+    set_rng_state,
+    truncate_metrics,
+)
 from tjepa.train.data import CacheDataset, read_index
 from tjepa.train.run_config import RunPaths, TrainConfig, prepare_run_dir, run_document
 from tjepa.train.splits import Splits, make_splits, read_splits, write_splits
@@ -238,12 +244,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ state
     def _restore(self) -> None:
-        # on the CPU: RNG states must stay CPU tensors; model and optimizer copy onto their device
-        ckpt = load_checkpoint(self.paths.latest, map_location="cpu")
-        self.core.load_state_dict(ckpt["model"])
-        self.opt.load_state_dict(ckpt["optimizer"])
-        if ckpt["scaler"]:
-            self.scaler.load_state_dict(ckpt["scaler"])
+        ckpt = restore_training(self.paths.latest, self.core, self.opt, self.scaler)
         self.epoch, self.best = int(ckpt["epoch"]), float(ckpt["best_val_ade"])
         states = ckpt["rng"]
         if len(states) == self.d.world:
@@ -254,10 +255,8 @@ class Trainer:
             warnings.warn(f"resuming with {self.d.world} processes from a checkpoint of {len(states)}: "
                           f"dropout RNG streams are reseeded, so the run will not match bit for bit",
                           UserWarning, stacklevel=2)
-        if self.d.main and self.paths.metrics.exists():  # drop lines of epochs the checkpoint lacks
-            lines = [ln for ln in self.paths.metrics.read_text().splitlines()
-                     if ln.strip() and json.loads(ln)["epoch"] <= self.epoch]
-            self.paths.metrics.write_text("".join(ln + "\n" for ln in lines))
+        if self.d.main:
+            truncate_metrics(self.paths.metrics, self.epoch)
 
     def _gather_rng(self) -> list[dict[str, Any]]:
         from tjepa.train.checkpoint import rng_state

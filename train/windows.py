@@ -35,7 +35,14 @@ import zarr
 from torch.utils.data import DataLoader, Dataset
 
 from tjepa.errors import ConfigMismatchError, TjepaError
-from tjepa.train.checkpoint import atomic_save, load_checkpoint, make_checkpoint, rng_state, set_rng_state
+from tjepa.train.checkpoint import (
+    atomic_save,
+    make_checkpoint,
+    restore_training,
+    rng_state,
+    set_rng_state,
+    truncate_metrics,
+)
 from tjepa.train.config import ModelConfig
 from tjepa.train.data import CacheDataset, read_index
 from tjepa.train.loop import EpochBar, EpochSampler, NonFiniteLossError
@@ -178,18 +185,10 @@ class WindowTrainer:
             self._restore()
 
     def _restore(self) -> None:
-        # on the CPU: RNG states must stay CPU tensors; model and optimizer copy onto their device
-        ckpt = load_checkpoint(self.paths.latest, map_location="cpu")
-        self.model.load_state_dict(ckpt["model"])
-        self.opt.load_state_dict(ckpt["optimizer"])
-        if ckpt["scaler"]:
-            self.scaler.load_state_dict(ckpt["scaler"])
+        ckpt = restore_training(self.paths.latest, self.model, self.opt, self.scaler)
         self.epoch, self.best = int(ckpt["epoch"]), float(ckpt["best_val_ade"])
         set_rng_state(ckpt["rng"][0])
-        if self.paths.metrics.exists():  # drop lines of epochs the checkpoint lacks
-            lines = [ln for ln in self.paths.metrics.read_text().splitlines()
-                     if ln.strip() and json.loads(ln)["epoch"] <= self.epoch]
-            self.paths.metrics.write_text("".join(ln + "\n" for ln in lines))
+        truncate_metrics(self.paths.metrics, self.epoch)
 
     def _step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
