@@ -321,7 +321,7 @@ class Trainer:
                                  losses["latent"].detach().double() * n, torch.tensor(float(n), device=dev,
                                                                                       dtype=torch.float64)])
             if bar is not None:
-                bar.advance(n * self.d.world, float(total))
+                bar.advance(n * self.d.world, float(total.detach()))
         if self.d.world > 1:
             dist.all_reduce(sums)
         dt = time.perf_counter() - t0
