@@ -56,6 +56,8 @@ def train(
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Batch size per process.")] = 16,
     seed: Annotated[int, typer.Option(help="Training seed (init, shuffling, dropout).")] = 42,
     split_seed: Annotated[int, typer.Option("--split-seed", help="Seed of the group-disjoint split.")] = 42,
+    lr_head: Annotated[float, typer.Option("--lr-head", min=0.0, help="Head learning rate (x0.1 at E/3 and 2E/3).")] = 1e-3,
+    lr_predictor: Annotated[float, typer.Option("--lr-predictor", min=0.0, help="Predictor + guidance learning rate (flat).")] = 1e-4,
     levels: Annotated[str | None, typer.Option(help="Captured decoder layers to use, e.g. 0,4,8 (default all).")] = None,
     stream: Annotated[Stream, typer.Option(help="VLM token streams used as guidance.")] = Stream.both,
     level_mode: Annotated[LevelMode, typer.Option("--level-mode", help="Pyramid (all) or one level for every layer.")] = LevelMode.all,
@@ -74,7 +76,8 @@ def train(
     from tjepa.train.loop import Trainer
     from tjepa.train.run_config import TrainConfig
 
-    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, seed=seed, split_seed=split_seed,
+    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, seed=seed, split_seed=split_seed, lr_head=lr_head,
+                      lr_predictor=lr_predictor,
                       levels=_levels(levels), variant=variant.value, preset=preset.value, stream=stream.value,
                       level_mode=level_mode.value, conditioning=conditioning.value, limit=limit, preload=preload,
                       num_workers=num_workers, amp=amp, device=device)
