@@ -40,18 +40,20 @@ def test_worker_killed_mid_unit(trial, tmp_path, synth_root, tiny_models, refere
         cmd = tjepa_cmd(*cache_args(synth_root, out, tiny_models, *CACHE_EXTRA,
                                     "--scheduler", cluster.scheduler_address))
         proc = spawn(cmd, tmp_path / "logs", "cache")
-        # Wait for work to reach the workers, then a seeded random extra delay, then kill a worker
-        # that is processing a unit at that moment.
+        # Seeded kill point: once `target` rows are committed (0 = while models load), a random
+        # extra delay, then SIGKILL of a worker that is processing a unit at that moment.
+        target = rng.randrange(0, len(reference.videos) - 1)
+        wait = rng.uniform(0.0, 1.0)
         deadline = time.monotonic() + 240
-        start = None
+        reached = None
         while time.monotonic() < deadline and proc.poll() is None:
+            done_now = sum(s == 1 for s in status_by_video(out).values())
             busy = [w for w, keys in client.processing().items() if keys]
-            if busy and start is None:
-                start = time.monotonic()
-                wait = rng.uniform(0.0, 4.0)
-            if start is not None and time.monotonic() - start >= wait and busy:
+            if reached is None and done_now >= target and busy:
+                reached = time.monotonic()
+            if reached is not None and time.monotonic() - reached >= wait and busy:
                 victim = busy[rng.randrange(len(busy))]
-                done_at_kill = sum(s == 1 for s in status_by_video(out).values())
+                done_at_kill = done_now
                 os.kill(pids[victim], signal.SIGKILL)
                 killed_mid_unit = True
                 break
@@ -68,7 +70,7 @@ def test_worker_killed_mid_unit(trial, tmp_path, synth_root, tiny_models, refere
     encoded = summary_count(stdout, "this run: encoded") if proc.returncode == 0 else -1
     skipped = summary_count(stdout, "already done") if proc.returncode == 0 else -1
     duplicates = (len(ids) - len(set(ids))) + max(0, encoded + skipped - n)
-    figures.record("dask_worker_sigkill", killed=killed_mid_unit, trial=trial,
+    figures.record("dask_worker_sigkill", killed=killed_mid_unit, trial=trial, target_rows=target,
                    done_before_kill=done_at_kill if killed_mid_unit else -1, rows=n, rows_lost=lost,
                    duplicates=duplicates, ledger_lines=len(ledger(out)), job_ok=proc.returncode == 0)
 
