@@ -41,13 +41,14 @@ class Params:
     heads: int = 4
     batch: int = 1
     skip: tuple[tuple[str, int, str], ...] = ()  # (impl, side, why): not run, with the reason printed
+    profile: bool = True  # profile one sdpa_per_frame training step of the first case
 
 
 _FLEX_BIG = ("flex", 16, "not run: eager flex on CPU materialises the [N, N] scores (16,384^2 x 4 heads x "
              "4 B = 4 GiB per layer) and has no CPU backward")
 PARAMS = {
     "full": Params(cases=(Case(8, 32, 1, 3), Case(16, 32, 1, 2)), skip=(_FLEX_BIG,)),
-    "quick": Params(cases=(Case(8, 32, 1, 2),)),
+    "quick": Params(cases=(Case(8, 32, 1, 2),), profile=False),
     "smoke": Params(cases=(Case(2, 4, 0, 1),), width=24, depth=1, heads=4),
 }
 
@@ -150,7 +151,7 @@ def run(ctx: Context) -> Section:
             results[(case.side, impl)] = run_child("benchmarks.attention:attention_child", dict(
                 impl=impl, side=case.side, frames=case.frames, width=p.width, depth=p.depth, heads=p.heads,
                 batch=p.batch, warmup=case.warmup, steps=case.steps,
-                profile=impl == "sdpa_per_frame" and case == p.cases[0]), inline=ctx.inline_children)
+                profile=p.profile and impl == "sdpa_per_frame" and case == p.cases[0]), inline=ctx.inline_children)
     return finish_section(build_section(p, results), ctx, t0, load0)
 
 

@@ -99,6 +99,31 @@ def peak_tflops(device_name: str) -> tuple[float | None, str]:
     return None, "unknown GPU: set TJEPA_BENCH_PEAK_TFLOPS"
 
 
+def arithmetic_text(prompt_tokens: float = 1150) -> str:
+    """The sums behind the tables, written out."""
+    f, (fwd, train) = stage_one_flops(prompt_tokens), stage_two_flops()
+    s, peak = prompt_tokens, PEAK_BF16_TFLOPS["H100 SXM"]
+    llm_tok = 2 * 2048 * (2 * 2048 + 2 * 1024) + 3 * 2 * 2048 * 6144
+    return "\n".join([
+        "Arithmetic (forward FLOPs, multiply-add = 2):",
+        f"- V-JEPA 2 ViT-L: 2 clips x 24 layers x 4,096 tokens x (24 x 1024^2 + 4 x 4,096 x 1024) + patch "
+        f"embedding = {f.vjepa / 1e12:.2f} TFLOP",
+        f"- Qwen3-VL vision: 24 layers x 4,096 patches x (24 x 1024^2 + 4 x 256 x 1024) + 4 mergers x 1,024 x "
+        f"2 x (4096^2 + 4096 x 2048) = {f.vision / 1e12:.2f} TFLOP",
+        f"- Qwen3-VL-2B text, per token and layer {llm_tok / 1e6:.0f} MFLOP of projections and gated MLP + 4 x "
+        f"context x 2048 attention; lm_head 2 x 2048 x 151,936 = {2 * 2048 * 151936 / 1e9:.2f} GFLOP per "
+        f"position: prefill of {s:,.0f} tokens {f.prefill / 1e12:.2f} TFLOP, 15 decode steps "
+        f"{f.decode / 1e12:.3f} TFLOP, capture forward over {s + 16:,.0f} tokens {f.capture / 1e12:.2f} TFLOP",
+        f"- Total {f.total / 1e12:.1f} TFLOP per video. Dense bf16 peak: H100 SXM and H200 989.4 TFLOP/s, "
+        f"H100 PCIe 756.5 -> at most {peak * 1e12 / f.total:.0f} videos/s per H100 SXM/H200 at 100% utilisation "
+        f"({0.4 * peak * 1e12 / f.total:.0f} at a good 40%).",
+        f"- Stage two, paper preset, one sample: 12 blocks x 16,384 tokens x (12 x 384^2 + 4 x 8,320 x 384) + "
+        f"projections and head = {fwd / 1e12:.2f} TFLOP forward, {train / 1e12:.2f} TFLOP forward+backward -> at "
+        f"most {peak * 1e12 / train:.0f} samples/s per GPU; the reference's ~{REFERENCE_SAMPLES_PER_S:.0f} "
+        f"samples/s is {100 * REFERENCE_SAMPLES_PER_S * train / (peak * 1e12):.1f}% of that.",
+    ])
+
+
 def arithmetic_tables(prompt_tokens: float = 1150) -> list[Table]:
     f = stage_one_flops(prompt_tokens)
     parts = [("V-JEPA 2 ViT-L, 2 clips x 4,096 tokens x 24 layers (width 1024)", f.vjepa),
@@ -223,7 +248,7 @@ def run(ctx: Context) -> Section:
 def cpu_section() -> Section:
     return Section(
         name=NAME, title="5. GPU: stage one vs the FLOP bound, stage two vs the reference",
-        intro=__doc__.split("\n", 2)[2].strip(), tables=arithmetic_tables(),
+        intro=__doc__.split("\n", 2)[2].strip() + "\n\n" + arithmetic_text(), tables=arithmetic_tables(),
         findings=["No CUDA device on this machine: only the arithmetic above. The measured part (videos/s per "
                   "GPU with the full-random encoders, training samples/s at the paper preset per attention "
                   "implementation) needs a GPU: run `python -m benchmarks --only gpu` there."],
@@ -276,6 +301,7 @@ def cuda_section(ctx: Context) -> Section:
                 f"Stage two: best {best:.1f} samples/s per GPU vs the reference's ~{REFERENCE_SAMPLES_PER_S:.0f} "
                 f"({best / REFERENCE_SAMPLES_PER_S:.1f}x)."]
     return Section(name=NAME, title="5. GPU: stage one vs the FLOP bound, stage two vs the reference",
-                   intro=__doc__.split("\n", 2)[2].strip(), tables=tables, findings=findings,
+                   intro=__doc__.split("\n", 2)[2].strip() + "\n\n" + arithmetic_text(one["prompt_len"]),
+                   tables=tables, findings=findings,
                    repeats=f"stage one: 1 timed job of {one['done']} videos; stage two: "
                            f"{5 if quick else 20} steps after 3 warm-up")

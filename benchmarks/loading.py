@@ -51,7 +51,7 @@ class Params:
 
 
 PARAMS = {
-    "full": Params(PAPER, rows=64, ref_rows=24, distinct=4, batch=4, workers=(0, 2), repeats=3),
+    "full": Params(PAPER, rows=48, ref_rows=16, distinct=4, batch=4, workers=(0, 2), repeats=3),
     "quick": Params(PAPER, rows=12, ref_rows=6, distinct=2, batch=4, workers=(0, 2), repeats=2),
     "smoke": Params(SMOKE, rows=6, ref_rows=4, distinct=2, batch=2, workers=(0, 2), repeats=1),
 }
