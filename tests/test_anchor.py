@@ -43,3 +43,20 @@ def test_paper_preset_predicts_absolute_positions():
     out = model(batch)
     torch.testing.assert_close(out.traj_cam, torch.zeros_like(out.traj_cam))
     assert preset("paper").anchor == "none"
+
+
+def test_step_bias_starts_at_zero_and_is_per_step():
+    torch.manual_seed(0)
+    cfg = preset("tiny")
+    assert cfg.step_bias and not preset("paper").step_bias
+    model = ThinkJEPA(cfg).eval()
+    batch = random_batch(cfg, batch_size=2)
+    before = model(batch).traj_cam
+    unbiased = ThinkJEPA(cfg.replace(step_bias=False)).eval()
+    unbiased.load_state_dict({k: v for k, v in model.state_dict().items() if k != "head.step_bias"})
+    torch.testing.assert_close(unbiased(batch).traj_cam, before)  # zero init: no effect
+    with torch.no_grad():
+        model.head.step_bias[3].fill_(0.1)
+    delta = model(batch).traj_cam - before
+    assert torch.allclose(delta[:, 3], torch.full_like(delta[:, 3], 0.1), atol=1e-6)
+    assert torch.count_nonzero(delta[:, :3]) == 0 and torch.count_nonzero(delta[:, 4:]) == 0

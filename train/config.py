@@ -59,6 +59,9 @@ class ModelConfig:
     # starts at the persistence baseline (learns with little data; the tiny preset's default).
     # "none": absolute joints in the last observed camera frame, as published (the paper preset).
     anchor: str = "none"
+    # A learned, zero-initialised offset per future step (camera frame): the mean motion pattern is
+    # then one parameter away instead of something the predicted latents must encode. Tiny preset only.
+    step_bias: bool = False
     # --- variant and ablations ---
     variant: str = "thinkjepa"  # thinkjepa | jepa (no guidance) | vlm (visual inputs zeroed)
     stream: str = "both"  # prompt | think | both: the unused stream contributes zeros
@@ -178,6 +181,7 @@ TINY = ModelConfig(
     head_heads=4,
     head_dropout=0.0,
     anchor="last_observed",
+    step_bias=True,
 )
 
 PRESETS: dict[str, ModelConfig] = {"paper": PAPER, "tiny": TINY}

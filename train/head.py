@@ -75,6 +75,7 @@ class TrajectoryHead(nn.Module):
         self.frame_mlp = FrameMLP(cfg.head_width, cfg.head_dropout, cfg.ln_eps)
         in_width = 2 * cfg.head_width if cfg.step_pool == "future" else cfg.head_width
         self.out = nn.Linear(in_width, cfg.n_joints * 3)
+        self.step_bias = nn.Parameter(torch.zeros(cfg.n_future, cfg.n_joints * 3)) if cfg.step_bias else None
         for m in self.modules():
             if isinstance(m, nn.Linear):
                 nn.init.trunc_normal_(m.weight, std=0.02)
@@ -99,6 +100,11 @@ class TrajectoryHead(nn.Module):
                                  f"(got {observed.shape[1]} and {n_fut})")
             feats = self.frame_features(torch.cat((observed, future), dim=1))
             steps = feats.unflatten(1, (n_fut, 2)).mean(dim=2)
-        traj_cam = self.out(steps).unflatten(-1, (self.cfg.n_joints, 3)).float()
+        out = self.out(steps)
+        if self.step_bias is not None:
+            if n_fut > self.step_bias.shape[0]:
+                raise ValueError(f"step_bias covers {self.step_bias.shape[0]} future steps, asked for {n_fut}")
+            out = out + self.step_bias[:n_fut].to(out.dtype)
+        traj_cam = out.unflatten(-1, (self.cfg.n_joints, 3)).float()
         traj_world = None if cam_last is None else cam_to_world(traj_cam, cam_last)
         return traj_cam, traj_world
