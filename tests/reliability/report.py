@@ -41,6 +41,15 @@ def render(doc: dict) -> str:
         dup = _sum(rs, "duplicates") if name.startswith(("cache", "dask")) else _sum(rs, "epoch_gaps_or_duplicates")
         lines.append(f"| {title} | {len(rs)} | {_sum(rs, 'killed')} | {_sum(rs, 'done_before_kill')} | {lost} | "
                      f"{dup} | {ok}/{len(rs)} |")
+    spread = by.get("cache_sigkill_random", [])
+    if spread:
+        hist: dict[int, int] = defaultdict(int)
+        for r in spread:
+            hist[r["done_before_kill"]] += 1
+        lines += ["", "Random `tjepa cache` kills by rows already committed at the kill (0 = while starting up, "
+                  "creating the store or encoding the first video): "
+                  + ", ".join(f"{k} rows: {v}" for k, v in sorted(hist.items()))
+                  + f"; delays {min(r['delay_s'] for r in spread)}-{max(r['delay_s'] for r in spread)} s."]
     train = by.get("train_sigkill_random", []) + by.get("train_sigkill_at_checkpoint", [])
     if train:
         lines += ["", f"Training kills: {len(train)}; half-written checkpoints after a kill: "
