@@ -291,8 +291,9 @@ def build_section(p: Params, ctx: Context, times: dict, resident: list[float], d
         for state in ("warm", "cold"):
             o, sr, raw = (rate(k, w, state) for k in ("ours", "ours, store read only", "raw read"))
             if o < RAW_TARGET * raw:
-                limits.append(f"{state}/workers={w}: the store read alone runs at {sr / raw:.2f}x raw and "
-                              f"the float32 conversion takes ours to {o / raw:.2f}x")
+                limits.append(f"{state}/workers={w}: the store read alone runs at {sr / raw:.2f}x raw"
+                              f"{' (meets the target)' if sr >= RAW_TARGET * raw else ''} and the float32 "
+                              f"conversion takes ours to {o / raw:.2f}x")
     if limits:
         vj = 2 * (s.n_past // s.tubelet) * s.patches * s.vjepa_width * 2
         findings.append(
