@@ -40,11 +40,21 @@ def train_args(store: Path, run_dir: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def reference_run(train_store, tmp_path_factory):
+    """(run dir, seconds from the trainer's start (config.json written) to the end of the run)."""
     run_dir = tmp_path_factory.mktemp("train_ref") / "run"
+    proc = spawn(tjepa_cmd(*train_args(train_store, run_dir)), run_dir.parent / "logs")
+    _wait_for_start(proc, run_dir)
     t0 = time.monotonic()
-    res = run(tjepa_cmd(*train_args(train_store, run_dir)))
-    assert res.returncode == 0, res.stdout + res.stderr
+    proc.wait(timeout=600)
+    assert proc.returncode == 0, (run_dir.parent / "logs" / "proc.err").read_text()
     return run_dir, time.monotonic() - t0
+
+
+def _wait_for_start(proc, run_dir: Path, timeout: float = 120) -> None:
+    """Until the trainer has written RUN/config.json (imports, store and model set-up are done)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None and not (run_dir / "config.json").exists():
+        time.sleep(0.005)
 
 
 def metrics(run_dir: Path) -> list[dict]:
@@ -98,8 +108,9 @@ def test_sigkill_train_at_a_random_moment(trial, tmp_path, train_store, referenc
     killed, delay = False, None
     for _ in range(4):  # finished before the delay (load varies): draw again from what it took
         proc = spawn(tjepa_cmd(*train_args(train_store, run_dir)), tmp_path / "logs")
+        _wait_for_start(proc, run_dir)  # the delay counts from here: start-up is not training
         t0 = time.monotonic()
-        delay = rng.uniform(0.05, 0.95) * span
+        delay = rng.uniform(0.02, 0.98) * span
         killed = kill_after(proc, delay)
         if killed:
             break
