@@ -60,3 +60,14 @@ def test_step_bias_starts_at_zero_and_is_per_step():
     delta = model(batch).traj_cam - before
     assert torch.allclose(delta[:, 3], torch.full_like(delta[:, 3], 0.1), atol=1e-6)
     assert torch.count_nonzero(delta[:, :3]) == 0 and torch.count_nonzero(delta[:, 4:]) == 0
+
+
+def test_an_anchored_model_starts_at_the_persistence_forecast():
+    torch.manual_seed(0)
+    cfg = preset("tiny")
+    model = ThinkJEPA(cfg).eval()
+    batch = random_batch(cfg, batch_size=2)
+    batch["cam_last"] = _random_pose(2)
+    out = model(batch)
+    last = batch["joints_past"][:, -1] * batch["valid_past"][:, -1, :, None]
+    torch.testing.assert_close(out.traj_world, last[:, None].expand_as(out.traj_world), atol=1e-5, rtol=0)

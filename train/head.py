@@ -80,6 +80,10 @@ class TrajectoryHead(nn.Module):
             if isinstance(m, nn.Linear):
                 nn.init.trunc_normal_(m.weight, std=0.02)
                 nn.init.zeros_(m.bias)
+        if cfg.anchor == "last_observed":
+            # Offsets start at exactly zero, i.e. at the persistence forecast: a 0.02-std output layer
+            # over ~100 unit-scale features would otherwise start ~20 cm away from it.
+            nn.init.zeros_(self.out.weight)
 
     def frame_features(self, frames: Tensor) -> Tensor:
         """[B, T, P, D] -> [B, T, head_width], each frame on its own."""
