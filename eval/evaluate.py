@@ -30,6 +30,7 @@ from tjepa.eval.metrics import DEFAULT_HORIZONS, DEFAULT_THRESHOLD, LatentMeter,
 from tjepa.eval.report import assemble_metrics, render_report, write_metrics_json
 from tjepa.eval.rollout import RolloutConfig, evaluate_rollout
 from tjepa.eval.run_loading import LoadedRun, load_run, resolve_device
+from tjepa.train.data import to_device
 
 PREDICTIONS_FILE = "predictions.npz"
 
@@ -84,7 +85,7 @@ def predict_and_score(run: LoadedRun, rows: tuple[int, ...], cfg: EvalConfig) ->
         task = bar.add_task(f"eval {cfg.split}", total=len(ds), rate=0.0)
         for batch in loader:
             r = batch["row"].tolist()
-            batch = {k: v.to(run.device, non_blocking=True) for k, v in batch.items()}
+            batch = to_device(batch, run.device)
             out = run.model(batch)
             pred = out.traj_world.float()
             meter.update(pred, batch["joints_future"], batch["valid_future"])

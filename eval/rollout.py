@@ -43,6 +43,7 @@ from tjepa.eval.metrics import DEFAULT_HORIZONS, DEFAULT_THRESHOLD, StabilityMet
 from tjepa.eval.run_loading import LoadedRun
 from tjepa.train.checkpoint import load_run_model
 from tjepa.train.config import ModelConfig
+from tjepa.train.data import to_device
 from tjepa.train.model import ThinkJEPA
 from tjepa.train.windows import ROW_KEYS, SequenceDataset, WindowSpec, WindowTrainer
 
@@ -163,7 +164,7 @@ def score_rollout(model: torch.nn.Module, batches: Iterable[dict[str, Tensor]], 
     scorer, kept = RolloutScorer(cfg, frames), []
     model.eval()
     for batch in batches:
-        batch = {k: v.to(device) for k, v in batch.items()}
+        batch = to_device(batch, device)
         out = rollout(model, batch, steps, camera or cfg.camera)
         scorer.update(batch, out)
         for i in range(min(keep - len(kept), len(out.traj_world))):

@@ -46,7 +46,10 @@ def _pose(b: int, seed: int) -> torch.Tensor:
 
 def _window_model(seed: int = 0, **kw) -> ThinkJEPA:
     torch.manual_seed(seed)
-    return ThinkJEPA(preset("tiny", n_past=4, n_future=4, **kw)).eval()
+    model = ThinkJEPA(preset("tiny", n_past=4, n_future=4, **kw)).eval()
+    # As after training: the anchored head's zero-initialised output would hide the latents' effect.
+    torch.nn.init.normal_(model.head.out.weight, std=0.02)
+    return model
 
 
 def _video_batch(cfg, b=3, past_tub=4, fut_tub=8, seed=0):

@@ -103,8 +103,17 @@ def level_positions(captured: Sequence[int], levels: Sequence[int] | None) -> tu
     return tuple(list(captured).index(lv) for lv in levels)
 
 
+def to_device(batch: dict[str, torch.Tensor], device: torch.device | str) -> dict[str, torch.Tensor]:
+    """Move a batch to `device` (fp16 arrays stay fp16: the model upcasts them there)."""
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
 class CacheDataset(torch.utils.data.Dataset):
-    """Done rows of a store as stage-two batch dicts (float32 tensors, bool masks, long lengths).
+    """Done rows of a store as stage-two batch dicts (bool masks, long lengths, float tensors).
+
+    Arrays stored as fp16 (V-JEPA latents, tokens) stay fp16 here: converting 16 MiB of latents per
+    sample to fp32 on the loader's CPU halved loading throughput (BENCHMARKS.md); the model upcasts
+    them after the copy, on the accelerator. Everything else is float32.
 
     `rows`: store rows to serve (None = all done rows); every row must be done. `levels`: a subset of
     the captured decoder layer numbers (None = all). Items also carry `row` (long), the store row.
@@ -196,6 +205,8 @@ class CacheDataset(torch.utils.data.Dataset):
                 item[key] = torch.from_numpy(np.array(x, dtype=bool))
             elif key.endswith("_len"):
                 item[key] = torch.tensor(int(x), dtype=torch.long)
+            elif x.dtype == np.float16:
+                item[key] = torch.from_numpy(np.ascontiguousarray(x))
             else:
                 item[key] = torch.from_numpy(np.array(x, dtype=np.float32))
         item["row"] = torch.tensor(self.rows[i], dtype=torch.long)

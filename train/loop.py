@@ -30,7 +30,7 @@ from tjepa.train.checkpoint import (
     set_rng_state,
     truncate_metrics,
 )
-from tjepa.train.data import CacheDataset, read_index
+from tjepa.train.data import CacheDataset, read_index, to_device
 from tjepa.train.run_config import RunPaths, TrainConfig, prepare_run_dir, run_document
 from tjepa.train.splits import Splits, make_splits, read_splits, write_splits
 
@@ -94,8 +94,6 @@ def _setup(device: str) -> Dist:
     return Dist(rank=rank, world=world, local_rank=local, device=dev, owns_group=owns)
 
 
-def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
 def _head_group(group: dict[str, Any]) -> bool:
@@ -117,7 +115,7 @@ def evaluate(core: torch.nn.Module, loader: DataLoader, device: torch.device, am
     core.eval()
     meter, lat, n = TrajectoryMeter(horizons=()), 0.0, 0
     for batch in loader:
-        batch = _to(batch, device)
+        batch = to_device(batch, device)
         with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
             out = core(batch)
             losses = core.loss(batch, out)
@@ -302,7 +300,7 @@ class Trainer:
         dev, sums = self.d.device, torch.zeros(4, dtype=torch.float64, device=self.d.device)
         t0 = time.perf_counter()
         for step, batch in enumerate(self.train_loader):
-            batch = _to(batch, dev)
+            batch = to_device(batch, dev)
             with torch.autocast(dev.type, dtype=torch.float16, enabled=self.amp):
                 out = self.model(batch)
                 losses = self.core.loss(batch, out)

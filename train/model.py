@@ -69,6 +69,8 @@ class ThinkJEPA(nn.Module):
         of vjepa_future only its length (else `future_tubelets`, else cfg.n_future / tubelet)."""
         cfg = self.cfg
         self.check_batch(batch)
+        # Loaders keep fp16 arrays fp16 (half the bytes to move); upcast here, on the model's device.
+        batch = {k: v.float() if v.dtype == torch.float16 else v for k, v in batch.items()}
         past = batch["vjepa_past"]
         if future_tubelets is None:
             future_tubelets = batch["vjepa_future"].shape[1] if "vjepa_future" in batch else cfg.n_future // cfg.tubelet

@@ -44,7 +44,7 @@ from tjepa.train.checkpoint import (
     truncate_metrics,
 )
 from tjepa.train.config import ModelConfig
-from tjepa.train.data import CacheDataset, read_index
+from tjepa.train.data import CacheDataset, read_index, to_device
 from tjepa.train.loop import EpochBar, EpochSampler, NonFiniteLossError
 from tjepa.train.model import ThinkJEPA
 from tjepa.train.run_config import RunPaths, TrainConfig, prepare_run_dir, run_document
@@ -211,7 +211,7 @@ class WindowTrainer:
         sums = torch.zeros(4, dtype=torch.float64)
         t0 = time.perf_counter()
         for block in self.loader:
-            block = {k: v.to(self.device, non_blocking=True) for k, v in block.items()}
+            block = to_device(block, self.device)
             seq = sequence(block)
             pairs = all_windows(len(block["row"]), self.n_windows)
             pairs = pairs[torch.randperm(len(pairs), generator=g)].to(self.device)
