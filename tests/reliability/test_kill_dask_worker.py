@@ -42,8 +42,8 @@ def test_worker_killed_mid_unit(trial, tmp_path, synth_root, tiny_models, refere
         proc = spawn(cmd, tmp_path / "logs", "cache")
         # Seeded kill point: once `target` rows are committed (0 = while models load), a random
         # extra delay, then SIGKILL of a worker that is processing a unit at that moment.
-        target = rng.randrange(0, len(reference.videos) - 1)
-        wait = rng.uniform(0.0, 1.0)
+        target = rng.randrange(0, len(reference.videos) // 2)  # later targets race the job's end
+        wait = rng.uniform(0.0, 0.5)
         deadline = time.monotonic() + 240
         reached = None
         while time.monotonic() < deadline and proc.poll() is None:
