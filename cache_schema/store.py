@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +98,17 @@ def _compressors(spec: ArraySpec):
     return (ZstdCodec(level=3),)
 
 
+def _remove_abandoned_creations(path: Path) -> None:
+    """Temp directories of creations whose process is gone (killed mid-create)."""
+    for tmp in path.parent.glob(f".{path.name}.creating-*"):
+        try:
+            os.kill(int(tmp.name.rsplit("-", 1)[1]), 0)
+        except (ValueError, ProcessLookupError):
+            shutil.rmtree(tmp, ignore_errors=True)
+        except PermissionError:  # alive, someone else's
+            continue
+
+
 class FeatureStore:
     """A tjepa feature store on the local filesystem. Build with `create`, `open` or `open_or_create`."""
 
@@ -134,24 +146,33 @@ class FeatureStore:
             "provenance": canonicalize(provenance, "provenance"),
             "rows": 0,
         }
+        # Built beside the target and renamed into place: a crash mid-creation leaves only a hidden
+        # temp directory, never a half-made store at `path` that every rerun would refuse.
+        tmp = path.parent / f".{path.name}.creating-{os.getpid()}"
+        _remove_abandoned_creations(path)
         try:
-            group = zarr.open_group(path, mode="w", zarr_format=3)
+            group = zarr.open_group(tmp, mode="w", zarr_format=3)
+            for spec in array_specs(layout):
+                parent, name = spec.path.split("/")
+                group.require_group(parent).create_array(
+                    name,
+                    shape=(0, *spec.row_shape(layout)),
+                    chunks=spec.chunks(layout),
+                    shards=spec.shards(layout),
+                    dtype=str if spec.dtype == "str" else spec.dtype,
+                    compressors=_compressors(spec),
+                    fill_value=spec.fill,
+                    dimension_names=spec.dims,
+                    attributes={"meaning": spec.meaning},
+                )
+            group.attrs.update(attrs)
+            if path.exists():
+                path.rmdir()  # the empty directory checked above
+            os.replace(tmp, path)
         except OSError as err:
+            shutil.rmtree(tmp, ignore_errors=True)
             raise TjepaError(f"{path}: cannot create the store ({err})") from err
-        for spec in array_specs(layout):
-            parent, name = spec.path.split("/")
-            group.require_group(parent).create_array(
-                name,
-                shape=(0, *spec.row_shape(layout)),
-                chunks=spec.chunks(layout),
-                shards=spec.shards(layout),
-                dtype=str if spec.dtype == "str" else spec.dtype,
-                compressors=_compressors(spec),
-                fill_value=spec.fill,
-                dimension_names=spec.dims,
-                attributes={"meaning": spec.meaning},
-            )
-        group.attrs.update(attrs)  # last: a half-created store is "not a tjepa store", never a broken one
+        group = zarr.open_group(path, mode="r+", zarr_format=3)
         return cls(path, group, attrs, "r+", ledger)
 
     @classmethod
