@@ -52,7 +52,8 @@ def main() -> None:
     except TjepaError as err:  # a user-actionable problem: no traceback
         from rich.console import Console
 
-        Console(stderr=True).print(f"[bold red]error:[/] {err}", highlight=False)
+        # soft_wrap: never break a long path in two (users and tests copy it from the message)
+        Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {err}", highlight=False)
         sys.exit(2)
 
 

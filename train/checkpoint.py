@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from tjepa.errors import InputError
+from tjepa.errors import ConfigMismatchError, InputError
 
 FORMAT = "tjepa-checkpoint"
 VERSION = 1
@@ -102,8 +102,15 @@ def restore_training(path: str | Path, model: torch.nn.Module, optimizer: torch.
     Loaded on the CPU: RNG states must stay CPU tensors; model and optimizer copy onto their device.
     """
     ckpt = load_checkpoint(path, map_location="cpu")
-    model.load_state_dict(ckpt["model"])
-    optimizer.load_state_dict(ckpt["optimizer"])
+    try:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+    except (RuntimeError, ValueError, KeyError) as err:
+        detail = " ".join(str(err).split())
+        first = detail if len(detail) <= 240 else detail[:240] + "..."
+        raise ConfigMismatchError(
+            f"{path}: this checkpoint was written by a model of another configuration ({first}); "
+            f"use another --out, or --no-resume to start the run over") from err
     if ckpt["scaler"]:
         scaler.load_state_dict(ckpt["scaler"])
     return ckpt

@@ -161,7 +161,15 @@ def prepare_run_dir(run_dir: str | Path, doc: dict[str, Any], resume: bool = Tru
     Only call this on the process that writes (rank 0).
     """
     paths = RunPaths(Path(run_dir))
-    paths.root.mkdir(parents=True, exist_ok=True)
+    try:
+        paths.root.mkdir(parents=True, exist_ok=True)
+        probe = paths.root / f".write-test-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as err:
+        raise InputError(paths.root, f"cannot write the run directory ({err.strerror or err})") from err
+    for stale in paths.root.glob(".*.tmp*"):  # temp files of writes killed mid-way (atomic_save)
+        stale.unlink(missing_ok=True)
     has_ckpt = paths.latest.exists()
     if resume and has_ckpt:
         if not paths.config.exists():
@@ -178,7 +186,8 @@ def prepare_run_dir(run_dir: str | Path, doc: dict[str, Any], resume: bool = Tru
         write_json_atomic(paths.config, doc)  # operational settings may have changed
         return paths, True
     if has_ckpt or paths.metrics.exists():
-        warnings.warn(f"{paths.root}: starting over (--no-resume); replacing its checkpoints and metrics",
+        why = "--no-resume" if has_ckpt else "no checkpoint to resume from"
+        warnings.warn(f"{paths.root}: starting over ({why}); replacing its checkpoints and metrics",
                       UserWarning, stacklevel=2)
     for p in (paths.latest, paths.best, paths.metrics, paths.splits):
         p.unlink(missing_ok=True)

@@ -226,11 +226,8 @@ def test_run_resumed_on_another_store_is_refused(tmp_path, figures):
     assert clear, text
 
 
-def test_BUG_checkpoint_from_another_config_is_a_traceback(tmp_path, figures):
-    """train/loop.py Trainer._restore: `self.core.load_state_dict(ckpt["model"])` is called without
-    comparing ckpt["config"] to the run's config, so a checkpoint of another model (copied in, or a
-    run directory reused by hand) fails with a raw RuntimeError traceback (exit 1) that does not name
-    the checkpoint file. Expected: exit 2 and an error naming RUN/ckpt_latest.pt and what differs."""
+def test_a_checkpoint_from_another_config_is_a_clear_error(tmp_path, figures):
+    """Was a bug (a raw load_state_dict traceback): now exit 2 naming the checkpoint file."""
     import store_factory as sf
 
     store = sf.write_store(tmp_path / "s.zarr", sf.FactoryConfig(n=8, groups=4, n_past=4, n_future=4))

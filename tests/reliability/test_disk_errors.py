@@ -101,10 +101,8 @@ def test_store_opened_read_only_refuses_writes_naming_it(reference):
     assert not (reference.path / "failures.jsonl").exists()
 
 
-def test_BUG_train_into_an_unwritable_directory_is_a_traceback(tmp_path, figures):
-    """train/run_config.py prepare_run_dir: `paths.root.mkdir` and `write_json_atomic` let the
-    PermissionError escape, so `tjepa train --out` in an unwritable place prints a traceback (exit 1)
-    instead of an error naming the run directory (exit 2)."""
+def test_train_into_an_unwritable_directory_is_a_clear_error(tmp_path, figures):
+    """Was a bug (a PermissionError traceback from prepare_run_dir): now an error naming the run dir."""
     import store_factory as sf
 
     store = sf.write_store(tmp_path / "s.zarr", sf.FactoryConfig(n=8, groups=4, n_past=4, n_future=4))
