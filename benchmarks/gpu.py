@@ -252,7 +252,7 @@ def cpu_section() -> Section:
         findings=["No CUDA device on this machine: only the arithmetic above. The measured part (videos/s per "
                   "GPU with the full-random encoders, training samples/s at the paper preset per attention "
                   "implementation) needs a GPU: run `python -m benchmarks --only gpu` there."],
-        repeats="arithmetic only")
+        repeats="none: no timings without a GPU, arithmetic only")
 
 
 def cuda_section(ctx: Context) -> Section:
