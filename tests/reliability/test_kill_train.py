@@ -92,6 +92,7 @@ def check_resume(name, run_dir, train_store, reference_run, figures, killed, **f
                    matches_uninterrupted=same, **fields)
     assert after_kill_bad == [], after_kill_bad
     assert res.returncode == 0, res.stdout + res.stderr
+    assert partial_files(run_dir) == [], "the resumed run left a killed write's temp file behind"
     assert unloadable_checkpoints(run_dir) == []
     assert epochs == list(range(1, EPOCHS + 1)), epochs
     assert same, "the resumed run's metrics differ from the uninterrupted run's"
