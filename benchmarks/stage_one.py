@@ -288,12 +288,14 @@ def build_section(p: Params, results: dict, rss: dict, dec: dict) -> Section:
 
     share_rows = []
     for label in EXECUTORS:
-        stage = {k: median([r["steady"]["stage"].get(k, 0.0) for r in results[label]])
-                 for k in ("total", "decode_wait", "model", "write", "write_wait")}
-        tot = stage["total"] or float("nan")
-        other = tot - stage["decode_wait"] - stage["model"] - stage["write_wait"]
-        share_rows.append([label, tot, stage["model"] / tot, stage["decode_wait"] / tot,
-                           stage["write_wait"] / tot, other / tot, 1 - stage["model"] / tot, stage["write"] / tot])
+        per_run = []  # shares within each run, then the median of each share: they stay consistent
+        for r in results[label]:
+            st = r["steady"]["stage"]
+            tot = st.get("total") or float("nan")
+            model, dw, ww = (st.get(k, 0.0) for k in ("model", "decode_wait", "write_wait"))
+            per_run.append([tot, model / tot, dw / tot, ww / tot, (tot - model - dw - ww) / tot, 1 - model / tot,
+                            st.get("write", 0.0) / tot])
+        share_rows.append([label, *(median(col) for col in zip(*per_run, strict=True))])
     share = Table("Where a unit's wall time goes (steady state; shares of the units' total seconds)",
                   ["executor", "unit seconds (summed)", "model", "decode wait", "write wait", "other",
                    "outside model", "writing (overlapped, for reference)"], share_rows,
@@ -362,9 +364,10 @@ def build_section(p: Params, results: dict, rss: dict, dec: dict) -> Section:
         + ("Growth that stops (a rise early, flat or falling later) is warm-up of the allocators and of "
            "torch's per-shape caches rather than a leak; a leak keeps growing in the second half."
            if late <= 0.5 * max(delta, 0) or late <= 0 else
-           f"Memory still grows in the second half of this {hi}-video run: "
-           + ("a leak to find." if int(hi) >= 100 else "too short to tell warm-up from a leak; the full run "
-              "(100 videos) decides."))
+           f"Memory still grows in the second half of this {hi}-video run, so flatness is not shown: "
+           + ("a slow leak or allocator drift; a run of several hundred videos (this benchmark with larger "
+              "rss_marks) would tell them apart." if int(hi) >= 100 else "too short to tell warm-up from a "
+              "leak; the full run (100 videos) says more."))
         + f" Decoding and reading labels alone (same videos, same process, before the job): {dec_delta:+.1f} MiB "
         f"from video {lo} to {hi}.",
     ]
