@@ -203,7 +203,7 @@ def build_section(p: Params, results: dict) -> Section:
                 t, mem = median(r[f"{ph}_s"]), r[f"{ph}_peak_mib"]
                 bt = median(base[f"{ph}_s"]) if f"{ph}_s" in base else float("nan")
                 bm = base.get(f"{ph}_peak_mib", float("nan"))
-                rows.append([case.side ** 2, n, impl, label, t, spread(r[f"{ph}_s"]), t / bt, mem, mem / bm, ""])
+                rows.append([case.side ** 2, n, impl, label, t, spread(r[f"{ph}_s"]), t / bt, mem, mem / bm if bm else float("nan"), ""])
         mask_mib = n * n / 2**20
         sp, de = by["sdpa_per_frame"], by["dense"]
         if "train_s" in sp and "train_s" in de:
