@@ -164,12 +164,16 @@ def resident_fraction(paths: Sequence[Path]) -> float | None:
 
 
 # ---- child processes ---------------------------------------------------------------------------
-def run_child(target: str, kwargs: dict, timeout: float = 1800, inline: bool = False) -> dict:
+def run_child(target: str, kwargs: dict, timeout: float = 1800, inline: bool = False,
+              env: dict[str, str] | None = None) -> dict:
     """Call `module:function(**kwargs)` in a fresh Python and return its JSON-able dict result.
 
     A fresh process gives clean peak-memory figures and cold model caches, like a user's run.
-    `inline` calls it in this process instead (smoke tests: structure, not figures).
+    `inline` calls it in this process instead (smoke tests: structure, not figures); `env` adds
+    environment variables to the child (not possible inline).
     """
+    if inline and env:
+        raise ValueError(f"{target}: cannot apply environment {sorted(env)} to an inline call")
     if inline:
         import importlib
 
@@ -177,7 +181,7 @@ def run_child(target: str, kwargs: dict, timeout: float = 1800, inline: bool = F
         return json.loads(json.dumps(getattr(importlib.import_module(module), func)(**kwargs)))
     code = ("import json, sys; from benchmarks.common import child_main; child_main(sys.argv[1], sys.argv[2])")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-               HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+               HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false", **(env or {}))
     proc = subprocess.run([sys.executable, "-c", code, target, json.dumps(kwargs)], capture_output=True,
                           text=True, timeout=timeout, env=env, cwd=str(REPO))
     for line in reversed(proc.stdout.splitlines()):
