@@ -169,8 +169,8 @@ def process_unit(
         raise RuntimeError(f"{unit.store_path}: store fingerprint changed while the job was running")
     result = UnitResult(shard=unit.shard)
     status = store.status()
-    todo = [(r, ep) for r, ep in zip(unit.rows, unit.episodes) if status[r] != 1]
-    result.skipped = [ep.id for r, ep in zip(unit.rows, unit.episodes) if status[r] == 1]
+    todo = [(r, ep) for r, ep in zip(unit.rows, unit.episodes, strict=True) if status[r] != 1]
+    result.skipped = [ep.id for r, ep in zip(unit.rows, unit.episodes, strict=True) if status[r] == 1]
     encoders = get_encoders(opts)
     writer = _Writer(store)
     wait_s = model_s = 0.0

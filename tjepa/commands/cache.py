@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -25,20 +25,20 @@ def cache(
     out: Annotated[Path, typer.Option("--out", help="The Zarr store to create or resume.")],
     models: Annotated[str, typer.Option("--models", help="Model preset: tiny, pretrained or full-random.")] = "tiny",
     models_dir: Annotated[
-        Optional[Path], typer.Option("--models-dir", help="Where the preset's weights live (tiny: built here if missing).")
+        Path | None, typer.Option("--models-dir", help="Where the preset's weights live (tiny: built here if missing).")
     ] = None,
     layout: Annotated[Layout, typer.Option("--layout", help="How to read --videos.")] = Layout.auto,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:1 ...")] = "auto",
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Videos per encoder batch.")] = 4,
-    limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Process at most this many rows.")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Process at most this many rows.")] = None,
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Also redo rows that failed before.")] = False,
     keep_tokens: Annotated[
         bool, typer.Option("--keep-tokens", help="Also store per-token VLM states (for cross-attention ablations).")
     ] = False,
     layers: Annotated[
-        Optional[str], typer.Option("--layers", help="Comma-separated decoder layers to capture (preset default).")
+        str | None, typer.Option("--layers", help="Comma-separated decoder layers to capture (preset default).")
     ] = None,
-    max_new_tokens: Annotated[Optional[int], typer.Option("--think-tokens", min=1, help="Thinking tokens to generate.")] = None,
+    max_new_tokens: Annotated[int | None, typer.Option("--think-tokens", min=1, help="Thinking tokens to generate.")] = None,
     n_past: Annotated[int, typer.Option("--past", min=2, help="Observed frames sampled per video.")] = 32,
     n_future: Annotated[int, typer.Option("--future", min=2, help="Future frames sampled per video.")] = 32,
     rows_per_shard: Annotated[int, typer.Option("--rows-per-shard", min=1, help="Videos per shard file.")] = 8,
@@ -47,7 +47,7 @@ def cache(
         typer.Option("--workers", help="dask LocalCluster worker processes: N, or auto (one per GPU); 0 runs in-process."),
     ] = "0",
     scheduler: Annotated[
-        Optional[str], typer.Option("--scheduler", help="Address of an existing dask scheduler (multi-node).")
+        str | None, typer.Option("--scheduler", help="Address of an existing dask scheduler (multi-node).")
     ] = None,
     generator: Annotated[
         Generator, typer.Option("--generator", help="Who generates thinking tokens (vllm: GPU extra).")
