@@ -55,6 +55,11 @@ PARAMS = {
 }
 
 
+
+def _ratio(a: float, b: float) -> float:
+    """a / b, or NaN when the baseline measured nothing (tiny smoke sizes round peak memory to 0)."""
+    return a / b if b else float("nan")
+
 def model_config(impl: str, side: int, frames: int, width: int, depth: int, heads: int):
     from tjepa.train.config import preset
 
@@ -203,15 +208,15 @@ def build_section(p: Params, results: dict) -> Section:
                 t, mem = median(r[f"{ph}_s"]), r[f"{ph}_peak_mib"]
                 bt = median(base[f"{ph}_s"]) if f"{ph}_s" in base else float("nan")
                 bm = base.get(f"{ph}_peak_mib", float("nan"))
-                rows.append([case.side ** 2, n, impl, label, t, spread(r[f"{ph}_s"]), t / bt, mem, mem / bm if bm else float("nan"), ""])
+                rows.append([case.side ** 2, n, impl, label, t, spread(r[f"{ph}_s"]), t / bt, mem, _ratio(mem, bm), ""])
         mask_mib = n * n / 2**20
         sp, de = by["sdpa_per_frame"], by["dense"]
         if "train_s" in sp and "train_s" in de:
             findings.append(
                 f"P={case.side ** 2} ({n:,} tokens): sdpa_per_frame takes {median(sp['train_s']) / median(de['train_s']):.2f}x "
-                f"the dense mask's training-step time and {sp['train_peak_mib'] / de['train_peak_mib']:.2f}x its peak "
+                f"the dense mask's training-step time and {_ratio(sp['train_peak_mib'], de['train_peak_mib']):.2f}x its peak "
                 f"memory; forward only: {median(sp['fwd_s']) / median(de['fwd_s']):.2f}x time, "
-                f"{sp['fwd_peak_mib'] / de['fwd_peak_mib']:.2f}x memory. The dense mask alone is {mask_mib:,.0f} MiB.")
+                f"{_ratio(sp['fwd_peak_mib'], de['fwd_peak_mib']):.2f}x memory. The dense mask alone is {mask_mib:,.0f} MiB.")
     table = Table("One step at reduced width (result: the 'x dense' columns; seconds are CPU context)",
                   ["P", "tokens", "attention", "pass", "s", "range s", "time x dense", "peak MiB",
                    "memory x dense", "note"], rows,
