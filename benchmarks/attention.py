@@ -55,10 +55,10 @@ PARAMS = {
 }
 
 
-
 def _ratio(a: float, b: float) -> float:
     """a / b, or NaN when the baseline measured nothing (tiny smoke sizes round peak memory to 0)."""
     return a / b if b else float("nan")
+
 
 def model_config(impl: str, side: int, frames: int, width: int, depth: int, heads: int):
     from tjepa.train.config import preset
