@@ -50,7 +50,7 @@ class Params:
 PARAMS = {
     "full": Params(episodes=12, videos=16, rss_marks=(10, 25, 50, 75, 100), repeats=3, decode_frames=240,
                    decode_repeats=5),
-    "quick": Params(episodes=4, videos=8, rss_marks=(10, 20, 30), repeats=1, decode_frames=96, decode_repeats=3,
+    "quick": Params(episodes=4, videos=8, rss_marks=(10, 20, 30), repeats=1, decode_frames=96, decode_repeats=2,
                     rows_per_shard=2),
     "smoke": Params(episodes=2, videos=2, rss_marks=(1, 2), repeats=1, decode_frames=66, decode_repeats=1,
                     batch_size=1, rows_per_shard=1),
@@ -375,8 +375,7 @@ def build_section(p: Params, results: dict, rss: dict, dec: dict, rss_arena: dic
            if one["steady"] > 1.5 else
            "On 2 cores the in-process run already keeps both busy (torch's intra-op threads plus the decode "
            "thread), so a second worker process adds start-up (cluster, a second model load) and no "
-           "throughput here; workers are for one process per GPU or per machine.")
-        + " (Under heavy load from other users this comparison flips: see the spread of the wall times.)",
+           "throughput here; workers are for one process per GPU or per machine."),
         f"Outside model compute (steady, in-process): {100 * in_proc_share[6]:.0f}% of unit time "
         f"(decode wait {100 * in_proc_share[3]:.0f}%, write wait {100 * in_proc_share[4]:.0f}%); large by "
         "construction with the tiny models.",
