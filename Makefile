@@ -32,7 +32,7 @@ bench: venv
 	$(PY) -m benchmarks
 
 bench-quick: venv
-	$(PY) -m benchmarks --quick
+	$(PY) -m benchmarks --quick --out BENCHMARKS-quick.md
 
 reliability: venv
 	$(PY) -m pytest -q -p no:cacheprovider -m reliability tests/reliability
