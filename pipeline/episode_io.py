@@ -12,10 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from tjepa.errors import InputError
 from tjepa.pipeline.sampling import causal_split
 from tjepa.pipeline.sources import Episode
-from tjepa.pipeline.video import VideoInfo, decode_frames, probe
+from tjepa.pipeline.video import VideoInfo, decode_frames, probe, validate_for_sampling
 
 
 @dataclass(frozen=True)
@@ -93,14 +92,8 @@ def load_targets(episode: Episode, n_frames: int, past_idx: np.ndarray, future_i
 def load_episode(episode: Episode, cfg: SamplingConfig) -> LoadedEpisode:
     """Probe, sample, decode and read labels for one episode; InputError on any bad input."""
     info = probe(episode.video)
-    try:
-        past_idx, future_idx = causal_split(info.n_frames, cfg.n_past, cfg.n_future)
-    except ValueError as err:
-        raise InputError(
-            episode.video,
-            f"video has {info.n_frames} frames, too short to sample {cfg.n_past} past + "
-            f"{cfg.n_future} future distinct frames ({err})",
-        ) from err
+    validate_for_sampling(info, cfg.n_past, cfg.n_future, episode.video)
+    past_idx, future_idx = causal_split(info.n_frames, cfg.n_past, cfg.n_future)
     # Labels first: a missing HDF5 should fail before paying for the decode.
     targets = None
     if episode.labels is not None:
