@@ -37,8 +37,10 @@ bench-quick: venv
 reliability: venv
 	$(PY) -m pytest -q -p no:cacheprovider -m reliability tests/reliability
 
+# ruff, then the import boundaries (contracts in pyproject.toml; make test checks them too).
 lint: venv
 	$(VENV)/bin/ruff check .
+	$(PY) scripts/lint_imports.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -35,7 +35,7 @@ class Shapes:
     levels: int = 8
     vlm_width: int = 2048
     max_new_tokens: int = 16
-    prompt_tokens: int = 1150  # ~1.1-1.2k for 32 frames at 256 px (method.md)
+    prompt_tokens: int = 1150  # ~1.1-1.2k for 32 frames at 256 px (docs/method.md)
     think_tokens: int = 15  # 16 generated, the last never fed back
     thumb: tuple[int, int] | None = (96, 128)
     rows_per_shard: int = 8

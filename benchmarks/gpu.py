@@ -21,7 +21,7 @@ from pathlib import Path
 from benchmarks.common import Context, Section, Table, finish_section, load_average, median, spread
 
 NAME = "gpu"
-REFERENCE_SAMPLES_PER_S = 7.0  # ~7 h for 200 epochs of ~1,800 videos on two H200s (method.md)
+REFERENCE_SAMPLES_PER_S = 7.0  # ~7 h for 200 epochs of ~1,800 videos on two H200s (docs/method.md)
 PEAK_BF16_TFLOPS = {"H200": 989.4, "H100 SXM": 989.4, "H100 NVL": 835.0, "H100 PCIe": 756.5, "A100": 312.0}
 
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, fields
 
-N_JOINTS = 52
+from tjepa.cache_schema.joints import N_JOINTS
 
 # Raw (no codec) for activations; compressed for everything small. Why: see the module docstring.
 RAW = "raw"

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from tjepa.eval.metrics import TrajectoryMeter, to_numpy
+from tjepa.metrics import TrajectoryMeter, to_numpy
 
 
 @dataclass(frozen=True)

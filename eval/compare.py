@@ -18,7 +18,7 @@ from typing import Any
 from tjepa.errors import InputError
 from tjepa.eval.report import METRICS_FILE, fmt, md_table, read_metrics_json, to_jsonable
 
-# method.md §9 (paper Table 1 and Table 7). Real EgoDex, their validation split, an earlier leaky
+# docs/method.md §9 (paper Table 1 and Table 7). Real EgoDex, their validation split, an earlier leaky
 # version of their code: the shape of the result, not a bar to compare synthetic runs against.
 PAPER_RESULTS: tuple[dict[str, Any], ...] = (
     {"name": "ThinkJEPA", "ade": 0.061, "fde": 0.056, "acc": 0.596},

@@ -2,7 +2,7 @@
 
 Loads RUN (config, weights-only checkpoint, splits.json), refuses a store with another fingerprint
 or an empty split, runs the model over the split (test by default: rows training never read), and
-feeds the meters of `eval.metrics` (ADE / FDE / Acc@5cm in world metres, per-step curve, horizons;
+feeds the meters of `tjepa.metrics` (ADE / FDE / Acc@5cm in world metres, per-step curve, horizons;
 latent L2 / SmoothL1 / cosine against the cached future latents) and the training-free baselines of
 `eval.baselines` on the same rows. Optionally runs the rollout protocol (`eval.rollout`). Writes
 DIR/metrics.json, DIR/report.md (`eval.report`), DIR/predictions.npz (the model's world-frame joint
@@ -26,10 +26,10 @@ from torch.utils.data import DataLoader
 
 from tjepa.eval import plots
 from tjepa.eval.baselines import BaselineScorer
-from tjepa.eval.metrics import DEFAULT_HORIZONS, DEFAULT_THRESHOLD, LatentMeter, TrajectoryMeter
 from tjepa.eval.report import assemble_metrics, render_report, write_metrics_json
 from tjepa.eval.rollout import RolloutConfig, evaluate_rollout
 from tjepa.eval.run_loading import LoadedRun, load_run, resolve_device
+from tjepa.metrics import DEFAULT_HORIZONS, DEFAULT_THRESHOLD, LatentMeter, TrajectoryMeter
 from tjepa.train.data import to_device
 
 PREDICTIONS_FILE = "predictions.npz"

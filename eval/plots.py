@@ -14,9 +14,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from tjepa.cache_schema.joints import JOINT_NAMES
 from tjepa.errors import InputError
-from tjepa.eval.metrics import to_numpy
-from tjepa.pipeline.egodex import JOINT_NAMES
+from tjepa.metrics import to_numpy
 
 # wrist + five fingertips per hand: EgoDex's own 12-keypoint benchmark set
 KEY_JOINTS: tuple[int, ...] = tuple(

@@ -1,4 +1,4 @@
-"""The long-horizon rollout protocol (method.md section 8).
+"""The long-horizon rollout protocol (docs/method.md section 8).
 
 A short `obs -> fut` model (2 -> 2 tubelets = 4 observed -> 4 future frames by default) is trained on
 windows of the cached sequences (`tjepa.train.windows`) of the run's train split and selected on its
@@ -39,8 +39,8 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from tjepa.errors import ConfigMismatchError, TjepaError
-from tjepa.eval.metrics import DEFAULT_HORIZONS, DEFAULT_THRESHOLD, StabilityMeter, TrajectoryMeter
 from tjepa.eval.run_loading import LoadedRun
+from tjepa.metrics import DEFAULT_HORIZONS, DEFAULT_THRESHOLD, StabilityMeter, TrajectoryMeter
 from tjepa.train.checkpoint import load_run_model
 from tjepa.train.config import ModelConfig
 from tjepa.train.data import to_device

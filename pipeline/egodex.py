@@ -20,26 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
+from tjepa.cache_schema.joints import JOINT_NAMES, N_JOINTS, hand_joint_names
 from tjepa.errors import InputError
 
-_FINGERS = ("Little", "Ring", "Middle", "Index")
-_FINGER_PARTS = ("Metacarpal", "Knuckle", "IntermediateBase", "IntermediateTip", "Tip")
-_THUMB_PARTS = ("Knuckle", "IntermediateBase", "IntermediateTip", "Tip")
-
-
-def hand_joint_names(side: str) -> tuple[str, ...]:
-    """The 26 joints of one hand ("right" or "left") in the documented order."""
-    if side not in ("right", "left"):
-        raise ValueError(f"side must be 'right' or 'left', got {side!r}")
-    names = [f"{side}{f}Finger{p}" for f in _FINGERS for p in _FINGER_PARTS]
-    names += [f"{side}Thumb{p}" for p in _THUMB_PARTS]
-    names += [f"{side}Hand", f"{side}Forearm"]
-    return tuple(names)
-
-
-# Right hand first, then left, same order within each hand (method.md §1).
-JOINT_NAMES: tuple[str, ...] = hand_joint_names("right") + hand_joint_names("left")
-N_JOINTS = len(JOINT_NAMES)  # 52
+__all__ = ["JOINT_NAMES", "N_JOINTS", "Labels", "hand_joint_names", "read_labels"]
 
 
 @dataclass(frozen=True, eq=False)

@@ -1,4 +1,4 @@
-"""The causal split: which frames the observed clip and the forecast horizon use (method.md §2).
+"""The causal split: which frames the observed clip and the forecast horizon use (docs/method.md §2).
 
 One function, used by every branch (V-JEPA past/future, the VLM, the supervision), so that no branch
 can drift to other frames. The observed window is the first half of the episode, the horizon the

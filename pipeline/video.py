@@ -7,7 +7,7 @@
   intrinsics (which describe the stored image). `probe` reports the rotation and warns when it is set.
 - Every container is opened with `with av.open(...)`, so long jobs leak no file handles.
 - Decoding uses frame threading by default: on an idle machine it gives the most throughput for
-  single-slice H.264/HEVC; AUTO measured slowest on 2 cores (dependencies.md). Pass
+  single-slice H.264/HEVC; AUTO measured slowest on 2 cores (docs/dependencies.md). Pass
   `thread_type="NONE"` when running one decode worker per core.
 """
 

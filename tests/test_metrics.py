@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from tjepa.eval.metrics import (
+from tjepa.metrics import (
     LatentMeter,
     StabilityMeter,
     TrajectoryMeter,

@@ -13,7 +13,6 @@ from typer.testing import CliRunner
 from tjepa.errors import InputError
 from tjepa.eval.baselines import score_baselines
 from tjepa.eval.compare import PAPER_RESULTS, comparison_rows, load_entries, resolve_metrics_path
-from tjepa.eval.metrics import LatentMeter, trajectory_metrics
 from tjepa.eval.plots import (
     JOINT_NAMES,
     KEY_JOINTS,
@@ -25,6 +24,7 @@ from tjepa.eval.plots import (
     render_trajectories,
 )
 from tjepa.eval.report import assemble_metrics, read_metrics_json, write_metrics_json, write_report
+from tjepa.metrics import LatentMeter, trajectory_metrics
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 K = np.array([[100.0, 0, 64], [0, 100.0, 48], [0, 0, 1]])  # for a 128 x 96 source
@@ -190,8 +190,8 @@ def test_compare_rows_and_cli(tmp_path):
 
 
 def test_report_rollout_and_stability_sections(tmp_path):
-    from tjepa.eval.metrics import stability_summary
     from tjepa.eval.report import render_report
+    from tjepa.metrics import stability_summary
 
     traj = trajectory_metrics(np.full((1, 4, 1, 3), 0.01), np.zeros((1, 4, 1, 3)), horizons=(4,))
     st = stability_summary([1.0, 4.0], [1.0, 0.05], [1.0, 1.0], [0.0, 0.0])

@@ -17,8 +17,8 @@ from typer.testing import CliRunner
 
 from tjepa.cli import app
 from tjepa.errors import TjepaError
-from tjepa.eval.metrics import TrajectoryMeter
 from tjepa.eval.rollout import RolloutConfig, resolve_steps, rollout, score_rollout
+from tjepa.metrics import TrajectoryMeter
 from tjepa.train.config import preset
 from tjepa.train.head import cam_to_world
 from tjepa.train.model import ThinkJEPA, random_batch
@@ -208,7 +208,7 @@ def test_stability_flags_catch_broken_rollouts(mode):
         return o
     _, stab, _ = _scored(Recorder(model, predict), [batch], nan=mode == "nonfinite")
     flags = {m: stab[f"any_{m}"] for m in ("collapse", "explosion", "nonfinite")}
-    # a non-finite latent error also counts as an explosion (eval.metrics.explosion_flags)
+    # a non-finite latent error also counts as an explosion (tjepa.metrics.explosion_flags)
     want = {m: m == mode or (m == "explosion" and mode == "nonfinite") for m in flags}
     assert flags == want and stab["stable"] == (mode == "stable")
     if mode == "explosion":

@@ -1,4 +1,4 @@
-"""The causal split (method.md §2): properties for every valid input, golden values, refusals."""
+"""The causal split (docs/method.md §2): properties for every valid input, golden values, refusals."""
 
 from __future__ import annotations
 

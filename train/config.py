@@ -1,7 +1,7 @@
 """Stage-two model configuration: one frozen dataclass, two presets (`paper`, `tiny`).
 
 Input dimensions come from the store (`ModelConfig.from_store_layout(store.layout)`); everything
-else is the published architecture (method.md sections 4-6) or one of its ablations (section 8).
+else is the published architecture (docs/method.md sections 4-6) or one of its ablations (section 8).
 """
 
 from __future__ import annotations

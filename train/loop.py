@@ -107,10 +107,10 @@ def _head_group(group: dict[str, Any]) -> bool:
 @torch.no_grad()
 def evaluate(core: torch.nn.Module, loader: DataLoader, device: torch.device, amp: bool,
              world: int = 1) -> dict[str, float]:
-    """Masked, sample-weighted val ADE / FDE / Acc@5cm (eval.metrics.TrajectoryMeter) and the mean
+    """Masked, sample-weighted val ADE / FDE / Acc@5cm (tjepa.metrics.TrajectoryMeter) and the mean
     latent loss. Each rank scores its own shard; sums are all-reduced. Runs the bare module, not
     the DDP wrapper, so ranks with different shard sizes never wait on each other."""
-    from tjepa.eval.metrics import TrajectoryMeter
+    from tjepa.metrics import TrajectoryMeter
 
     core.eval()
     meter, lat, n = TrajectoryMeter(horizons=()), 0.0, 0

@@ -1,6 +1,6 @@
 """ThinkJEPA: pyramid guidance + guided latent predictor + trajectory head, and the joint loss.
 
-Variants (method.md section 8): `thinkjepa`; `jepa` (no guidance module at all); `vlm` (the visual
+Variants (docs/method.md section 8): `thinkjepa`; `jepa` (no guidance module at all); `vlm` (the visual
 inputs of the predictor and of the head's observed half are zeros, guidance kept).
 
 Latent space: the predictor works on frame slots (each tubelet repeated once per frame), so it emits

@@ -25,7 +25,7 @@ OPERATIONAL = frozenset({"num_workers", "preload", "device", "progress"})
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Stage-two training settings (published defaults, method.md section 6)."""
+    """Stage-two training settings (published defaults, docs/method.md section 6)."""
 
     epochs: int = 200
     batch_size: int = 16  # per process (per GPU under torchrun)

@@ -1,4 +1,4 @@
-"""Windowed training for the long-horizon rollout protocol (method.md section 8): a short
+"""Windowed training for the long-horizon rollout protocol (docs/method.md section 8): a short
 `obs -> fut` model (2 -> 2 tubelets = 4 -> 4 frames by default) trained on windows of each video's
 whole cached sequence.
 

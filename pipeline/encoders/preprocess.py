@@ -2,7 +2,7 @@
 
 Both functions take decoded uint8 frames [T, H, W, 3] and are batched over frames.
 
-V-JEPA 2 (method.md §3, the authors' release): uint8 -> [0, 1] -> antialiased bilinear resize of the
+V-JEPA 2 (docs/method.md §3, the authors' release): uint8 -> [0, 1] -> antialiased bilinear resize of the
 short side to `resize_short` (= int(crop * 256 / 224)) -> centre crop `crop` x `crop` -> ImageNet
 mean/std. The HF `VJEPA2VideoProcessor` resizes in uint8 (rounding the resized pixels) before it
 normalises; we resize in float as the authors' release does, so the two differ by at most the

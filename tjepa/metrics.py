@@ -1,4 +1,5 @@
-"""Trajectory and latent metrics (method.md §7) and rollout stability checks (§8).
+"""Trajectory and latent metrics and rollout stability checks, shared by training (val ADE selects
+checkpoints) and evaluation (docs/method.md, "Metrics").
 
 Everything is numpy; torch tensors are accepted anywhere an array is and are moved to the CPU.
 
