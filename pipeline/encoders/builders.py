@@ -5,6 +5,12 @@
 with `save_pretrained`; loading is then exactly `from_pretrained(dir)`. `build_full_random_models`
 does the same at the real sizes (ViT-L V-JEPA 2, Qwen3-VL-2B) for GPU throughput measurements.
 
+Both also write the processor configs a checkpoint ships (`preprocessor_config.json`,
+`video_preprocessor_config.json`, the processor's `chat_template.json`): vLLM loads
+`Qwen3VLProcessor.from_pretrained(dir)`, and the files state our preprocessing in HF's terms. The Qwen
+video processor gets `do_resize: false` because tjepa hands it frames already squashed to the VLM
+frame size (`preprocess.squash`); from there HF's rescale, normalise and patchify are ours.
+
 The tokenizer is a byte-level `Qwen2Tokenizer` (the 256 byte symbols, no merges) plus Qwen's special
 tokens, with a chat template that renders a video item as `<|vision_start|><|video_pad|><|vision_end|>`
 and opens `<think>` for the generation prompt, like Qwen3-VL-*-Thinking's own template.
@@ -143,6 +149,31 @@ def make_models(configs: dict, seed: int):
     return vjepa, qwen
 
 
+def processor_configs(configs: dict) -> dict[str, dict[str, dict]]:
+    """{model dir: {file name: json}} of the HF processor configs that describe tjepa's preprocessing."""
+    from tjepa.pipeline.encoders.preprocess import IMAGENET_MEAN, IMAGENET_STD, QWEN_MEAN, QWEN_STD
+
+    vision = configs["qwen"]["vision_config"]
+    geometry = {k: vision[v] for k, v in (("patch_size", "patch_size"), ("temporal_patch_size", "temporal_patch_size"),
+                                           ("merge_size", "spatial_merge_size"))}
+    common = dict(do_rescale=True, rescale_factor=1 / 255, do_normalize=True, do_convert_rgb=True,
+                  image_mean=list(QWEN_MEAN), image_std=list(QWEN_STD), processor_class="Qwen3VLProcessor", **geometry)
+    # Pixel budgets are the released Qwen3-VL values; with do_resize false they only bound vLLM's profiling.
+    image = dict(common, image_processor_type="Qwen2VLImageProcessorFast", do_resize=True,
+                 size={"shortest_edge": 65536, "longest_edge": 16777216})
+    video = dict(common, video_processor_type="Qwen3VLVideoProcessor", do_resize=False, do_sample_frames=False,
+                 size={"shortest_edge": 4096, "longest_edge": 25165824}, resample=3)  # 3: bicubic, as squash
+    crop = configs["vjepa"]["crop_size"]
+    vjepa = dict(video_processor_type="VJEPA2VideoProcessor", do_resize=True, size={"shortest_edge": int(crop * 256 / 224)},
+                 resample=2, do_center_crop=True, crop_size={"height": crop, "width": crop}, do_rescale=True,
+                 rescale_factor=1 / 255, do_normalize=True, image_mean=list(IMAGENET_MEAN), image_std=list(IMAGENET_STD))
+    return {
+        QWEN_DIR: {"preprocessor_config.json": image, "video_preprocessor_config.json": video,
+                   "chat_template.json": {"chat_template": CHAT_TEMPLATE}},
+        VJEPA_DIR: {"video_preprocessor_config.json": vjepa},
+    }
+
+
 def _save(out: Path, preset: str, seed: int, configs: dict, dtype=None) -> Path:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -152,6 +183,9 @@ def _save(out: Path, preset: str, seed: int, configs: dict, dtype=None) -> Path:
     vjepa.save_pretrained(out / VJEPA_DIR)
     qwen.save_pretrained(out / QWEN_DIR)
     build_tokenizer().save_pretrained(out / QWEN_DIR)
+    for sub, files in processor_configs(configs).items():
+        for name, content in files.items():
+            (out / sub / name).write_text(json.dumps(content, indent=2) + "\n")
     marker = {"format": "tjepa-models", "preset": preset, "seed": seed, "vjepa": VJEPA_DIR, "qwen": QWEN_DIR}
     (out / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
     return out

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from tjepa.errors import TjepaError
 from tjepa.pipeline.encoders.builders import QWEN_DIR, VJEPA_DIR, build_tiny_models, read_marker
+from tjepa.pipeline.encoders.prompt import PROMPT_RENDERING
 from tjepa.pipeline.encoders.weights import ModelSource, resolve_source
 
 __all__ = ["EncoderConfig", "PRESETS", "resolve_encoders", "load_encoders", "encoder_dims", "build_tiny_models"]
@@ -70,6 +71,7 @@ class EncoderConfig:
     vlm_std: tuple[float, float, float] = QWEN_STD
     keep_tokens: bool = False
     dtype: str = "bfloat16"
+    prompt_rendering: str = PROMPT_RENDERING  # how the video placeholder is expanded (prompt.py)
     # Where to load from: not part of the fingerprint (see the module docstring).
     vjepa_path: str = field(default="", compare=False)
     qwen_path: str = field(default="", compare=False)

@@ -2,13 +2,8 @@
 
 Prompt: one user turn holding the video (only the frames passed in: the observed clip) followed by
 the prompt text, rendered with the checkpoint's chat template and `add_generation_prompt=True` (the
-Thinking template opens `<think>`). The template's `<|vision_start|><|video_pad|><|vision_end|>` is
-replaced by one run per temporal group, `<{t:.1f} seconds><|vision_start|><|video_pad|>*n<|vision_end|>`,
-as Qwen's processor renders videos (t = mean time of the group's first and last frame; transformers
-4.57 and qwen-vl-utils replace the whole framed placeholder). Reading transformers 5.23's generic
-expansion, it replaces only `<|video_pad|>` and so would keep the template's outer start/end tokens
-around the runs; we render the form the model was trained with (unverified against 5.23 at run time:
-its processor needs torchvision).
+Thinking template opens `<think>`). Which template, and how the video placeholder becomes one framed
+run per temporal group, is `prompt.py`'s business (t = mean time of the group's first and last frame).
 `mm_token_type_ids` is 2 at video tokens and 0 elsewhere.
 
 Generation is greedy (do_sample forced off, a clean GenerationConfig so no repetition penalty or
@@ -19,45 +14,18 @@ output feeds both generate and the capture forward.
 
 from __future__ import annotations
 
-import json
 import warnings
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from tjepa.errors import TjepaError
 from tjepa.pipeline.encoders.capture import ThinkPrompt, ThinkResult, capture, encode_vision, pack
+from tjepa.pipeline.encoders.compat import check_capture_forward
 from tjepa.pipeline.encoders.preprocess import group_timestamps, qwen_video
+from tjepa.pipeline.encoders.prompt import ensure_chat_template, render_prompt
 
 DEFAULT_FPS = 24.0  # what HF's processor assumes for frames without metadata
-
-
-def ensure_chat_template(tokenizer, model_dir: str | Path) -> None:
-    """Checkpoints may ship the template beside the tokenizer (chat_template.json/.jinja) only."""
-    if getattr(tokenizer, "chat_template", None):
-        return
-    d = Path(model_dir)
-    if (d / "chat_template.jinja").is_file():
-        tokenizer.chat_template = (d / "chat_template.jinja").read_text()
-    elif (d / "chat_template.json").is_file():
-        tokenizer.chat_template = json.loads((d / "chat_template.json").read_text())["chat_template"]
-    else:
-        raise TjepaError(f"{d}: the tokenizer has no chat template (no chat_template.jinja/.json either)")
-
-
-def render_prompt(tokenizer, model_config, prompt: str, timestamps: list[float], tokens_per_group: int) -> str:
-    """The chat prompt text with the video placeholder expanded to one framed run per temporal group."""
-    tok = tokenizer.convert_ids_to_tokens
-    start, end = tok(model_config.vision_start_token_id), tok(model_config.vision_end_token_id)
-    pad = tok(model_config.video_token_id)
-    messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": prompt}]}]
-    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    placeholder = start + pad + end
-    if text.count(placeholder) != 1:
-        raise TjepaError(f"the chat template rendered {text.count(placeholder)} video placeholders {placeholder!r}, expected 1")
-    runs = "".join(f"<{t:.1f} seconds>{start}{pad * tokens_per_group}{end}" for t in timestamps)
-    return text.replace(placeholder, runs)
 
 
 def prompt_length_bound(cfg, n_frames: int) -> int:
@@ -76,6 +44,7 @@ def prompt_length_bound(cfg, n_frames: int) -> int:
 
 class Thinker:
     def __init__(self, model, tokenizer, cfg, device: str = "cpu", generator=None):
+        check_capture_forward(type(model.model).forward)
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.cfg = cfg
