@@ -330,11 +330,25 @@ class FeatureStore:
         """Every array of the row, then its status (done)."""
         self.write_rows([row], [data])
 
+    def encode(self, row: int, data: RowData) -> dict[str, np.ndarray]:
+        """One row checked and converted to the stored dtypes; RowDataError says why it cannot be stored.
+
+        Pure computation (nothing is written), so a writer can reject one bad row and store the rest."""
+        return encode_row(self.layout, self.specs, data, int(row))
+
     def write_rows(self, rows: list[int], datas: list[RowData]) -> None:
-        """Several rows (ideally whole shards, which avoids read-modify-write): all data, then all statuses."""
-        self._require_writable()
+        """Several rows (ideally whole shards, which avoids read-modify-write): all data, then all statuses.
+
+        Raises RowDataError before writing anything if any row is invalid (see `encode`)."""
         if len(rows) != len(datas):
             raise ValueError("write_rows: rows and datas differ in length")
+        self.write_encoded(rows, [self.encode(r, d) for r, d in zip(rows, datas, strict=True)])
+
+    def write_encoded(self, rows: list[int], encoded: list[dict[str, np.ndarray]]) -> None:
+        """Rows already checked by `encode`: all data, then all statuses (done)."""
+        self._require_writable()
+        if len(rows) != len(encoded):
+            raise ValueError("write_encoded: rows and encoded differ in length")
         if not rows:
             return
         order = np.argsort(np.asarray(rows))
@@ -342,7 +356,7 @@ class FeatureStore:
         if len(set(rows_sorted.tolist())) != len(rows_sorted):
             raise ValueError("write_rows: duplicate rows")
         self._check_rows(rows_sorted)
-        encoded = [encode_row(self.layout, self.specs, datas[i], int(rows[i])) for i in order]
+        encoded = [encoded[i] for i in order]
         runs = np.split(np.arange(len(rows_sorted)), np.nonzero(np.diff(rows_sorted) != 1)[0] + 1)
         for spec in self.specs:
             if spec.field in COORDINATOR_FIELDS or spec.field == "status":

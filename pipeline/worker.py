@@ -9,6 +9,7 @@ calling thread only runs the models.
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -51,10 +52,11 @@ class UnitResult:
 
 
 def describe_error(err: BaseException) -> str:
-    """One line for the ledger: our errors already name the file; others get their type."""
+    """One line for the ledger: our errors already name the file or row; others get their type."""
+    from tjepa.cache_schema.rowdata import RowDataError
     from tjepa.errors import TjepaError
 
-    return str(err) if isinstance(err, TjepaError) else f"{type(err).__name__}: {err}"
+    return str(err) if isinstance(err, (TjepaError, RowDataError)) else f"{type(err).__name__}: {err}"
 
 
 def resolve_device(device: str) -> str:
@@ -129,30 +131,78 @@ def encode_batch(encoders, batch: list[LoadedEpisode]) -> list:
     return rows
 
 
+def _store_failure(store, action: str, err: BaseException):
+    """A failure of the store itself (not of one row's data): the job cannot go on."""
+    from tjepa.errors import StoreError
+
+    return StoreError(f"{store.path}: {action} failed ({describe_error(err)}); the job stopped. Rows written so "
+                      "far are kept: fix the store (disk space, permissions) and rerun the same command.")
+
+
+def store_rows(store, items: list[tuple[int, str, object]]) -> list[tuple[str, str | None]]:
+    """Check each (row, video, RowData); store the good rows, mark the others failed. (video, error) per row.
+
+    A row whose data cannot be stored (non-finite, overflowing its stored dtype, longer than its
+    capacity, misshapen) fails alone, with the reason in the ledger. Only the store refusing a write is
+    fatal (StoreError)."""
+    outcomes: list[tuple[str, str | None]] = []
+    rows, encoded = [], []
+    for row, video, data in items:
+        try:
+            enc = store.encode(row, data)
+        except Exception as err:  # this row's data cannot be stored; the others can
+            outcomes += mark_failed(store, row, video, "cannot store the row: " + describe_error(err))
+            continue
+        rows.append(row)
+        encoded.append(enc)
+        outcomes.append((video, None))
+    try:
+        store.write_encoded(rows, encoded)
+    except Exception as err:
+        raise _store_failure(store, f"writing rows {rows}", err) from err
+    return outcomes
+
+
+def mark_failed(store, row: int, video: str, reason: str) -> list[tuple[str, str | None]]:
+    """Record one failed row (ledger line, then status); a store that refuses it is fatal."""
+    try:
+        store.mark_failed(row, video, reason)
+    except Exception as err:
+        raise _store_failure(store, f"marking row {row} ({video}) failed", err) from err
+    return [(video, reason)]
+
+
 class _Writer:
-    """Serialises every store write of a unit on one thread, in submission order."""
+    """Serialises every store write of a unit on one thread, in submission order.
+
+    Each task returns the (video, error) outcomes of its rows; `collect` hands them back in order, so
+    a row is reported done only once it is on disk, and re-raises a store failure (StoreError)."""
 
     def __init__(self, store):
         self.store = store
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tjepa-writer")
-        self.pending: list[Future] = []
+        self.pending: deque[Future] = deque()
         self.seconds = 0.0
 
-    def _timed(self, fn, *args) -> None:
+    def _timed(self, fn, *args):
         t0 = time.perf_counter()
-        fn(*args)
-        self.seconds += time.perf_counter() - t0
+        try:
+            return fn(*args)
+        finally:
+            self.seconds += time.perf_counter() - t0
 
     def submit(self, fn, *args) -> None:
         self.pending.append(self.pool.submit(self._timed, fn, *args))
 
-    def drain(self) -> None:
-        try:
-            for fut in self.pending:
-                fut.result()  # re-raises a write error: a store that cannot be written is fatal
-        finally:
-            self.pending.clear()
-            self.pool.shutdown(wait=True)
+    def collect(self, wait: bool = False) -> list[tuple[str, str | None]]:
+        """Outcomes of the finished tasks (all tasks with wait=True), oldest first."""
+        out: list[tuple[str, str | None]] = []
+        while self.pending and (wait or self.pending[0].done()):
+            out += self.pending.popleft().result()
+        return out
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 def process_unit(
@@ -160,13 +210,18 @@ def process_unit(
     opts: WorkerOptions,
     on_row: Callable[[str, str | None], None] | None = None,
 ) -> UnitResult:
-    """Encode and store every not-yet-done row of one shard. A bad video fails alone."""
+    """Encode and store every not-yet-done row of one shard. A bad video or row fails alone.
+
+    Every per-row step (decode, labels, encoders, assembly, validation) is isolated: its error marks
+    that row failed and the unit goes on. Only a store failure stops it (StoreError)."""
     from tjepa.cache_schema.store import FeatureStore
+    from tjepa.errors import StoreError
 
     t_start = time.perf_counter()
     store = FeatureStore.open(unit.store_path, mode="r+")
     if store.fingerprint != unit.fingerprint:
-        raise RuntimeError(f"{unit.store_path}: store fingerprint changed while the job was running")
+        raise StoreError(f"{unit.store_path}: the store was replaced while the job was running (its fingerprint "
+                         "changed); the job stopped")
     result = UnitResult(shard=unit.shard)
     status = store.status()
     todo = [(r, ep) for r, ep in zip(unit.rows, unit.episodes, strict=True) if status[r] != 1]
@@ -175,14 +230,17 @@ def process_unit(
     writer = _Writer(store)
     wait_s = model_s = 0.0
 
-    def report(video: str, error: str | None) -> None:
-        if on_row is not None:
-            on_row(video, error)
+    def settle(outcomes: list[tuple[str, str | None]]) -> None:
+        for video, error in outcomes:
+            if error is None:
+                result.done.append(video)
+            else:
+                result.failed.append((video, error))
+            if on_row is not None:
+                on_row(video, error)
 
     def fail(row: int, ep: Episode, reason: str) -> None:
-        writer.submit(store.mark_failed, row, ep.id, reason)
-        result.failed.append((ep.id, reason))
-        report(ep.id, reason)
+        writer.submit(mark_failed, store, row, ep.id, reason)
 
     def flush(batch: list[tuple[int, LoadedEpisode]]) -> None:
         nonlocal model_s
@@ -192,21 +250,16 @@ def process_unit(
         try:
             datas = encode_batch(encoders, [ep for _, ep in batch])
         except Exception as err:  # isolate the culprit: rerun one by one
+            model_s += time.perf_counter() - t0
             if len(batch) == 1:
                 row, ep = batch[0]
                 fail(row, ep.episode, "encoder error: " + describe_error(err))
-                model_s += time.perf_counter() - t0
                 return
-            model_s += time.perf_counter() - t0
             for item in batch:
                 flush([item])
             return
         model_s += time.perf_counter() - t0
-        rows = [row for row, _ in batch]
-        writer.submit(store.write_rows, rows, datas)
-        for _, ep in batch:
-            result.done.append(ep.episode.id)
-            report(ep.episode.id, None)
+        writer.submit(store_rows, store, [(row, ep.episode.id, d) for (row, ep), d in zip(batch, datas, strict=True)])
 
     from tjepa.pipeline.prefetch import Prefetcher
 
@@ -223,16 +276,18 @@ def process_unit(
                 (row, ep), loaded = nxt
                 if isinstance(loaded, BaseException):
                     fail(row, ep, describe_error(loaded))
-                    continue
-                batch.append((row, loaded))
-                if len(batch) >= opts.batch_size:
-                    flush(batch)
-                    batch = []
+                else:
+                    batch.append((row, loaded))
+                    if len(batch) >= opts.batch_size:
+                        flush(batch)
+                        batch = []
+                settle(writer.collect())
             flush(batch)
-    finally:
         t0 = time.perf_counter()
-        writer.drain()
+        settle(writer.collect(wait=True))
         drain_s = time.perf_counter() - t0
+    finally:
+        writer.close()
     result.seconds = {
         "total": time.perf_counter() - t_start,
         "decode_wait": wait_s,

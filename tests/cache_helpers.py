@@ -96,3 +96,22 @@ def read_all_frames(path: Path) -> np.ndarray:
 
     with av.open(str(path)) as container:
         return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+
+
+def altered_models(src: Path, dst: Path, qwen=None, vjepa=None) -> Path:
+    """A copy of a tiny models directory whose Qwen3-VL / V-JEPA 2 weights `qwen(model)` / `vjepa(model)`
+    edited in place (real checkpoints saved with save_pretrained, loaded by the production path)."""
+    import torch
+    from transformers import Qwen3VLForConditionalGeneration, VJEPA2Model
+
+    from tjepa.pipeline.encoders.builders import QWEN_DIR, VJEPA_DIR
+
+    shutil.copytree(src, dst)
+    for edit, sub, cls in ((qwen, QWEN_DIR, Qwen3VLForConditionalGeneration), (vjepa, VJEPA_DIR, VJEPA2Model)):
+        if edit is None:
+            continue
+        model = cls.from_pretrained(dst / sub)
+        with torch.no_grad():
+            edit(model)
+        model.save_pretrained(dst / sub)
+    return dst

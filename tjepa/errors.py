@@ -24,3 +24,7 @@ class ConfigMismatchError(TjepaError):
 
 class StoreFormatError(TjepaError):
     """A store that is not ours, or of a schema version this code cannot read."""
+
+
+class StoreError(TjepaError):
+    """The store itself cannot be written (disk full, permissions, changed under the job): fatal."""
