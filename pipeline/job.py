@@ -77,7 +77,7 @@ def store_layout(job: CacheJob, with_targets: bool):
     from tjepa.cache_schema.layout import StoreLayout
     from tjepa.pipeline.encoders.presets import encoder_dims
 
-    dims = encoder_dims(job.encoders)
+    dims = encoder_dims(job.encoders, n_frames=job.sampling.n_past)  # prompt capacity follows --past
     return StoreLayout(
         n_past=job.sampling.n_past,
         n_future=job.sampling.n_future,
