@@ -175,3 +175,56 @@ def test_config_guards_and_vllm_without_gpu(tiny_models, thinker):
     if not has_vllm:
         with pytest.raises(TjepaError, match=r"install the \[vllm\] extra on a GPU machine"):
             require_vllm()
+
+
+def _assert_tight(actual, desired):
+    """fp32 agreement up to summation order: 1e-5 of the array's scale (activations reach ~20 here)."""
+    scale = max(1.0, float(np.abs(desired).max()))
+    np.testing.assert_allclose(actual, desired, rtol=0, atol=1e-5 * scale)
+
+
+def _teacher_forced(th, videos, generated):
+    prompts = th.prompts(videos, [30.0] * len(videos), [np.arange(len(v)) * 2 for v in videos])
+    return capture(th.model, th.tokenizer, prompts, generated, th.cfg.layers, th.cfg.max_new_tokens,
+                   keep_tokens=True, pad_id=th.pad_id)
+
+
+def _count_layer0(model):
+    seen = []
+    handle = model.model.language_model.layers[0].register_forward_hook(
+        lambda _m, _a, out: seen.append((out[0] if isinstance(out, tuple) else out).shape[:2]))
+    return seen, handle
+
+
+def _assert_streamed_equals_forced(th, videos, streamed):
+    forced = _teacher_forced(th, videos, [r.think_ids[: r.think_len] for r in streamed])
+    for s, f in zip(streamed, forced, strict=True):
+        assert s.prompt_len == f.prompt_len and s.think_len == f.think_len == s.think_tokens.shape[1]
+        _assert_tight(s.prompt_mean, f.prompt_mean)
+        _assert_tight(s.think_mean, f.think_mean)
+        np.testing.assert_allclose(s.prompt_tokens.astype(np.float32), f.prompt_tokens.astype(np.float32), atol=2e-3, rtol=1e-3)
+        np.testing.assert_allclose(s.think_tokens.astype(np.float32), f.think_tokens.astype(np.float32), atol=2e-3, rtol=1e-3)
+
+
+def test_capture_during_generation_equals_teacher_forced(thinker):
+    """fp32 on CPU: the states recorded while generating equal one teacher-forced forward's, batched and
+    left padded (two prompt lengths), then with a row that stops at EOS while the other goes on."""
+    videos = _videos(2, seed=11)
+    videos[1] = videos[1][:4]  # a shorter prompt: left padding in the generation batch
+    seen, handle = _count_layer0(thinker.model)
+    try:
+        streamed = _think(thinker, videos)
+    finally:
+        handle.remove()
+    _assert_streamed_equals_forced(thinker, videos, streamed)
+    # every prompt and thinking position ran through the text model once (pads included)
+    s_max, k_max = max(r.prompt_len for r in streamed), max(r.think_len for r in streamed)
+    assert seen == [(2, s_max)] + [(2, 1)] * k_max
+
+    ids0 = streamed[0].think_ids.tolist()
+    j = next(j for j in range(1, k_max) if ids0[j] not in ids0[:j] + streamed[1].think_ids[: j + 1].tolist())
+    stopping = Thinker(thinker.model, thinker.tokenizer, thinker.cfg)
+    stopping.eos_ids = [ids0[j]]  # row 0 now ends at its (j+1)-th token, row 1 goes on
+    early = _think(stopping, videos)
+    assert early[0].think_len == j + 1 < early[1].think_len
+    _assert_streamed_equals_forced(stopping, videos, early)

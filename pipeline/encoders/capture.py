@@ -96,6 +96,61 @@ def decoder_layers(model):
     return model.model.language_model.layers
 
 
+@dataclass
+class Captured:
+    """A batch's chosen-layer states, reduced: per-row sums over each stream (and the fp16 tokens)."""
+
+    prompt_sum: torch.Tensor  # float32 [B, L, H]
+    think_sum: torch.Tensor  # float32 [B, L, H]
+    prompt_len: list[int]
+    think_len: list[int]
+    prompt_tokens: list[np.ndarray] | None = None  # per row float16 [L, prompt_len, H]
+    think_tokens: list[np.ndarray] | None = None  # per row float16 [L, think_len, H]
+
+
+def masked_sum(mask: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """Sum of h [B, S, H] over the positions where mask [B, S] is set, in fp32."""
+    return torch.einsum("bs,bsh->bh", mask.to(h.device, torch.float32), h.float())
+
+
+def rows_tokens(per_layer: list[torch.Tensor], mask: torch.Tensor) -> list[np.ndarray]:
+    """Per row, the fp16 states [L, n, H] at the positions of mask [B, S] (per_layer: [B, S, H] each)."""
+    mask = mask.cpu()
+    return [torch.stack([h[i][mask[i]] for h in per_layer]).numpy() for i in range(mask.shape[0])]
+
+
+def results(captured: Captured, generated: list[np.ndarray], tokenizer, max_new_tokens: int) -> list[ThinkResult]:
+    """One ThinkResult per row: masked means (zeros for an empty stream), ids padded with -1, text."""
+    out = []
+    for i, g in enumerate(generated):
+        g = np.asarray(g, dtype=np.int64)
+        ids = np.full(max_new_tokens, -1, dtype=np.int32)
+        ids[: len(g)] = g
+        p_n, t_n = captured.prompt_len[i], captured.think_len[i]
+        p_sum, t_sum = captured.prompt_sum[i].cpu(), captured.think_sum[i].cpu()
+        p_mean = p_sum / p_n if p_n > 0 else torch.zeros_like(p_sum)
+        t_mean = t_sum / t_n if t_n > 0 else torch.zeros_like(t_sum)
+        out.append(
+            ThinkResult(
+                prompt_mean=p_mean.numpy().astype(np.float32),
+                think_mean=t_mean.numpy().astype(np.float32),
+                prompt_len=int(p_n),
+                think_len=int(t_n),
+                think_ids=ids,
+                think_text=tokenizer.decode(g.tolist(), skip_special_tokens=False),
+                prompt_tokens=None if captured.prompt_tokens is None else captured.prompt_tokens[i],
+                think_tokens=None if captured.think_tokens is None else captured.think_tokens[i],
+            )
+        )
+    return out
+
+
+def check_generated(generated: list[np.ndarray], max_new_tokens: int) -> None:
+    for g in generated:
+        if len(g) > max_new_tokens:
+            raise ValueError(f"{len(g)} generated ids exceed max_new_tokens={max_new_tokens}")
+
+
 @torch.inference_mode()
 def capture(
     model,
@@ -108,10 +163,12 @@ def capture(
     vision=None,
     pad_id: int | None = None,
 ) -> list[ThinkResult]:
-    """One teacher-forced forward over prompt + generated ids; returns one ThinkResult per prompt."""
-    for g in generated:
-        if len(g) > max_new_tokens:
-            raise ValueError(f"{len(g)} generated ids exceed max_new_tokens={max_new_tokens}")
+    """One teacher-forced forward over prompt + generated ids; returns one ThinkResult per prompt.
+
+    Used when the ids come from elsewhere (vLLM); transformers' own generation records the states as
+    it goes (`stream_capture.py`) and needs no second pass.
+    """
+    check_generated(generated, max_new_tokens)
     pad_id = tokenizer.pad_token_id if pad_id is None else pad_id
     batch = pack(prompts, generated, pad_id, model.config.video_token_id)
     dev = model.device
@@ -121,9 +178,7 @@ def capture(
     def make_hook(k: int):
         def hook(_module, _args, output):
             h = output[0] if isinstance(output, tuple) else output
-            h32 = h.float()
-            sums = (torch.einsum("bs,bsh->bh", pm.float(), h32), torch.einsum("bs,bsh->bh", tm.float(), h32))
-            store[k] = (*sums, h.to("cpu", torch.float16) if keep_tokens else None)
+            store[k] = (masked_sum(pm, h), masked_sum(tm, h), h.to("cpu", torch.float16) if keep_tokens else None)
 
         return hook
 
@@ -148,32 +203,13 @@ def capture(
     missing = [k for k in layers if k not in store]
     if missing:
         raise RuntimeError(f"decoder layers {missing} were not reached by the forward")
-
-    p_sum = torch.stack([store[k][0] for k in layers], 1).cpu()  # [B, L, H]
-    t_sum = torch.stack([store[k][1] for k in layers], 1).cpu()
-    p_cnt = batch.prompt_mask.sum(1)
-    t_cnt = batch.think_mask.sum(1)
-    results = []
-    for i, g in enumerate(generated):
-        g = np.asarray(g, dtype=np.int64)
-        ids = np.full(max_new_tokens, -1, dtype=np.int32)
-        ids[: len(g)] = g
-        p_mean = (p_sum[i] / p_cnt[i]) if p_cnt[i] > 0 else torch.zeros_like(p_sum[i])
-        t_mean = (t_sum[i] / t_cnt[i]) if t_cnt[i] > 0 else torch.zeros_like(t_sum[i])
-        p_tok = t_tok = None
-        if keep_tokens:
-            p_tok = torch.stack([store[k][2][i][batch.prompt_mask[i]] for k in layers]).numpy()
-            t_tok = torch.stack([store[k][2][i][batch.think_mask[i]] for k in layers]).numpy()
-        results.append(
-            ThinkResult(
-                prompt_mean=p_mean.numpy().astype(np.float32),
-                think_mean=t_mean.numpy().astype(np.float32),
-                prompt_len=int(p_cnt[i]),
-                think_len=int(t_cnt[i]),
-                think_ids=ids,
-                think_text=tokenizer.decode(g.tolist(), skip_special_tokens=False),
-                prompt_tokens=p_tok,
-                think_tokens=t_tok,
-            )
-        )
-    return results
+    captured = Captured(
+        prompt_sum=torch.stack([store[k][0] for k in layers], 1),
+        think_sum=torch.stack([store[k][1] for k in layers], 1),
+        prompt_len=batch.prompt_mask.sum(1).tolist(),
+        think_len=batch.think_mask.sum(1).tolist(),
+    )
+    if keep_tokens:
+        captured.prompt_tokens = rows_tokens([store[k][2] for k in layers], batch.prompt_mask)
+        captured.think_tokens = rows_tokens([store[k][2] for k in layers], batch.think_mask)
+    return results(captured, generated, tokenizer, max_new_tokens)

@@ -7,9 +7,10 @@ run per temporal group, is `prompt.py`'s business (t = mean time of the group's 
 `mm_token_type_ids` is 2 at video tokens and 0 elsewhere.
 
 Generation is greedy (do_sample forced off, a clean GenerationConfig so no repetition penalty or
-sampling setting of the checkpoint applies) for up to `max_new_tokens`, stopping after EOS. The states
-come from `capture.capture` (one teacher-forced forward). The vision tower runs once per batch; its
-output feeds both generate and the capture forward.
+sampling setting of the checkpoint applies) for up to `max_new_tokens`, stopping after EOS. With
+transformers' generate the states are recorded during generation (`stream_capture.py`: every prompt
+and thinking position runs through the text model once); ids from another generator (vLLM) go
+through one teacher-forced capture forward (`capture.capture`). The vision tower runs once per batch.
 """
 
 from __future__ import annotations
@@ -20,10 +21,11 @@ import numpy as np
 import torch
 
 from tjepa.errors import TjepaError
-from tjepa.pipeline.encoders.capture import ThinkPrompt, ThinkResult, capture, encode_vision, pack
+from tjepa.pipeline.encoders.capture import ThinkPrompt, ThinkResult, capture, encode_vision, pack, results
 from tjepa.pipeline.encoders.compat import check_capture_forward
 from tjepa.pipeline.encoders.preprocess import group_timestamps, qwen_video
 from tjepa.pipeline.encoders.prompt import ensure_chat_template, render_prompt
+from tjepa.pipeline.encoders.stream_capture import generate_with_capture
 
 DEFAULT_FPS = 24.0  # what HF's processor assumes for frames without metadata
 
@@ -102,16 +104,19 @@ class Thinker:
             out.append(ThinkPrompt(ids=ids, video=video, text=text, timestamps=tuple(times)))
         return out
 
-    @torch.inference_mode()
-    def generate_ids(self, prompts: list[ThinkPrompt], vision=None) -> list[np.ndarray]:
-        """Greedy ids per prompt, up to max_new_tokens, cut after the first EOS (kept)."""
+    def generation_config(self):
+        """Greedy, up to max_new_tokens, stopping after EOS; nothing of the checkpoint's own config."""
         from transformers import GenerationConfig
 
-        batch = pack(prompts, [np.zeros(0, np.int64)] * len(prompts), self.pad_id, self.model.config.video_token_id)
-        gen_cfg = GenerationConfig(
+        return GenerationConfig(
             max_new_tokens=self.cfg.max_new_tokens, do_sample=False, num_beams=1,
             eos_token_id=self.eos_ids, pad_token_id=self.pad_id,
         )
+
+    @torch.inference_mode()
+    def generate_ids(self, prompts: list[ThinkPrompt], vision=None) -> list[np.ndarray]:
+        """Greedy ids per prompt, up to max_new_tokens, cut after the first EOS (kept)."""
+        batch = pack(prompts, [np.zeros(0, np.int64)] * len(prompts), self.pad_id, self.model.config.video_token_id)
         dev = self.model.device
         vision = encode_vision(self.model, prompts) if vision is None else vision
         out = self.model.generate(
@@ -120,7 +125,7 @@ class Thinker:
             mm_token_type_ids=batch.mm_token_type_ids.to(dev),
             video_grid_thw=batch.grid_thw.to(dev),
             mm_encoder_outputs={"video": vision},
-            generation_config=gen_cfg,
+            generation_config=self.generation_config(),
         )
         new = out[:, batch.input_ids.shape[1] :].cpu().numpy()
         return [cut_at_eos(row, self.eos_ids) for row in new]
@@ -129,10 +134,14 @@ class Thinker:
         """uint8 videos [T, H, W, 3] (observed frames only) -> one ThinkResult each."""
         prompts = self.prompts(videos, fps, frame_indices)
         vision = encode_vision(self.model, prompts)
-        if self.generator is None:
-            generated = self.generate_ids(prompts, vision)
-        else:
-            generated = self.generator.generate_ids(prompts, videos, self)
+        if self.generator is None:  # the states are recorded while generating: one pass per position
+            generated, captured = generate_with_capture(
+                self.model, prompts, self.cfg.layers, self.generation_config(), vision, self.pad_id,
+                cut=lambda row: cut_at_eos(row, self.eos_ids), keep_tokens=self.cfg.keep_tokens,
+            )
+            return results(captured, generated, self.tokenizer, self.cfg.max_new_tokens)
+        # Another generator hands back ids only: one teacher-forced forward records the states.
+        generated = self.generator.generate_ids(prompts, videos, self)
         return capture(
             self.model, self.tokenizer, prompts, generated, self.cfg.layers, self.cfg.max_new_tokens,
             keep_tokens=self.cfg.keep_tokens, vision=vision, pad_id=self.pad_id,
