@@ -1,4 +1,5 @@
-"""Frame-causal self-attention (a token sees its own and earlier frames) and gated cross-attention.
+"""Frame-causal self-attention (a token sees its own and earlier frames) and cross-attention to the
+VLM tokens (ours inside each block; the release's before each block).
 
 Tokens are frame-major: token i belongs to frame i // frame_len. Implementations of the mask:
 - `sdpa_per_frame`: queries of frame f against keys of frames 0..f, one plain SDPA call per frame
@@ -13,6 +14,7 @@ Tokens are frame-major: token i belongs to frame i // frame_len. Implementations
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -93,9 +95,10 @@ def frame_causal_attention(q: Tensor, k: Tensor, v: Tensor, frame_len: int, impl
 
 class FrameCausalSelfAttention(nn.Module):
     def __init__(self, width: int, heads: int, qkv_bias: bool, dropout: float, impl: str,
-                 frames_per_call: int = 1):
+                 frames_per_call: int = 1, rotate: Callable[[Tensor, Tensor, Tensor], Tensor] = apply_rope):
         super().__init__()
         self.heads = heads
+        self.rotate = rotate  # the RoPE layout's apply function, matching the predictor's angles
         self.impl = impl
         self.frames_per_call = frames_per_call
         self.qkv = nn.Linear(width, 3 * width, bias=qkv_bias)
@@ -106,7 +109,7 @@ class FrameCausalSelfAttention(nn.Module):
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor, frame_len: int) -> Tensor:
         q, k, v = self.qkv(x).unflatten(-1, (3, self.heads, -1)).permute(2, 0, 3, 1, 4)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        q, k = self.rotate(q, cos, sin), self.rotate(k, cos, sin)
         out = frame_causal_attention(q, k, v.to(q.dtype), frame_len, self.impl, self.frames_per_call)
         return self.drop(self.proj(out.transpose(1, 2).flatten(2)))
 
@@ -134,3 +137,23 @@ class CrossAttention(nn.Module):
         out = F.scaled_dot_product_attention(q, k.to(q.dtype), v.to(q.dtype), attn_mask=mask[:, None, None, :])
         out = out * has_any[:, None, None, None].to(out.dtype)
         return self.drop(self.proj(out.transpose(1, 2).flatten(2)))
+
+
+class PreBlockCrossAttention(nn.Module):
+    """The release's cross-attention ablation: MHA(LN(x), M, M) over the projected VLM tokens M with a
+    key-padding mask; the predictor adds it, gated by tanh(a_i), before block i. A plain
+    nn.MultiheadAttention at PyTorch's default init (the release builds it after its init pass)."""
+
+    def __init__(self, width: int, ctx_width: int, heads: int, dropout: float, eps: float):
+        super().__init__()
+        self.norm = nn.LayerNorm(width, eps=eps)
+        self.attn = nn.MultiheadAttention(width, heads, dropout=dropout, kdim=ctx_width, vdim=ctx_width,
+                                          batch_first=True)
+
+    def forward(self, x: Tensor, ctx: Tensor, ctx_mask: Tensor) -> Tensor:
+        """x [B, N, W], ctx [B, S, G], ctx_mask [B, S] bool (True = real token) -> [B, N, W]."""
+        # A sample without tokens would give NaN rows: unmask it, then zero its output (as CrossAttention).
+        has_any = ctx_mask.any(dim=1)
+        ignore = ~(ctx_mask | ~has_any[:, None])
+        out, _ = self.attn(self.norm(x), ctx, ctx, key_padding_mask=ignore, need_weights=False)
+        return out * has_any[:, None, None].to(out.dtype)

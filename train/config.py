@@ -1,7 +1,10 @@
-"""Stage-two model configuration: one frozen dataclass, two presets (`paper`, `tiny`).
+"""Stage-two model configuration: one frozen dataclass and its presets.
 
-Input dimensions come from the store (`ModelConfig.from_store_layout(store.layout)`); everything
-else is the published architecture (docs/method.md sections 4-6) or one of its ablations (section 8).
+`paper`: the published sizes with our components; `tiny`: CPU-sized; `release`: the paper sizes
+with every component as the authors' release code builds it (like-for-like comparisons);
+`tiny-release`: the tiny sizes with the release's components. Input dimensions come from the store
+(`ModelConfig.from_store_layout(store.layout)`); everything else is the published architecture
+(docs/method.md sections 4-6, 12) or one of its ablations (section 8).
 """
 
 from __future__ import annotations
@@ -21,6 +24,10 @@ CONDITIONINGS = ("film", "adaln", "crossattn")
 ATTENTIONS = ("auto", "sdpa_per_frame", "flex", "dense")
 STEP_POOLS = ("future", "pairs")
 ANCHORS = ("none", "last_observed")
+HEADS = ("ours", "release")
+ROPES = ("thw", "frame_patch")
+INITS = ("ours", "release")
+COND_STYLES = ("ours", "release")
 
 
 @dataclass(frozen=True)
@@ -69,6 +76,11 @@ class ModelConfig:
     conditioning: str = "film"  # film | adaln | crossattn (crossattn needs cached tokens)
     attention: str = "auto"  # auto | sdpa_per_frame | flex | dense (dense: reference, tests only)
     attn_frames_per_call: int = 1  # sdpa_per_frame: query frames per SDPA call (1 = mask-free)
+    # --- release parity (train/release_head.py, train/rope_flat.py; README "ours vs release") ---
+    head: str = "ours"  # ours: TrajectoryHead | release: their TrajectoryReadoutMLP (needs step_pool="pairs")
+    rope: str = "thw"  # thw: 3-D (t, h, w) | frame_patch: their (frame, flattened patch index) layout
+    init: str = "ours"  # release: zero mask token, guidance at PyTorch's default init (not trunc-normal)
+    cond_style: str = "ours"  # release: their adaln (LN of the stream, then FiLM) and crossattn (pre-block MHA)
     # --- loss ---
     w_traj: float = 1.0
     w_latent: float = 1.0
@@ -82,13 +94,19 @@ class ModelConfig:
             ("attention", ATTENTIONS),
             ("step_pool", STEP_POOLS),
             ("anchor", ANCHORS),
+            ("head", HEADS),
+            ("rope", ROPES),
+            ("init", INITS),
+            ("cond_style", COND_STYLES),
         ):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"ModelConfig.{name}={getattr(self, name)!r}; choose one of {allowed}")
         if self.width % self.heads:
             raise ValueError(f"width {self.width} is not divisible by heads {self.heads}")
-        if (self.width // self.heads) // 3 < 2:
+        if self.rope == "thw" and (self.width // self.heads) // 3 < 2:
             raise ValueError(f"head dim {self.width // self.heads} is too small for 3-D RoPE (needs >= 6)")
+        if self.rope == "frame_patch" and (self.width // self.heads) < 4:
+            raise ValueError(f"head dim {self.width // self.heads} is too small for (frame, patch) RoPE (needs >= 4)")
         if self.head_width % self.head_heads:
             raise ValueError(f"head_width {self.head_width} is not divisible by head_heads {self.head_heads}")
         for name in ("n_past", "n_future"):
@@ -96,6 +114,8 @@ class ModelConfig:
                 raise ValueError(f"{name}={getattr(self, name)} is not a multiple of tubelet {self.tubelet}")
         if self.step_pool == "pairs" and self.n_past != self.n_future:
             raise ValueError("step_pool='pairs' needs n_past == n_future (pairs of all slots -> future steps)")
+        if self.head == "release" and (self.step_pool != "pairs" or self.step_bias):
+            raise ValueError("head='release' pools frame pairs itself: it needs step_pool='pairs' and no step_bias")
         if self.attn_frames_per_call < 1:
             raise ValueError("attn_frames_per_call must be >= 1")
 
@@ -184,7 +204,13 @@ TINY = ModelConfig(
     step_bias=True,
 )
 
-PRESETS: dict[str, ModelConfig] = {"paper": PAPER, "tiny": TINY}
+# What makes a model the authors' release rather than ours, independent of its size.
+RELEASE_COMPONENTS: dict[str, Any] = dict(head="release", step_pool="pairs", rope="frame_patch", init="release",
+                                          cond_style="release", anchor="none", step_bias=False)
+RELEASE = PAPER.replace(**RELEASE_COMPONENTS)
+TINY_RELEASE = TINY.replace(**RELEASE_COMPONENTS)
+
+PRESETS: dict[str, ModelConfig] = {"paper": PAPER, "tiny": TINY, "release": RELEASE, "tiny-release": TINY_RELEASE}
 
 
 def preset(name: str, **overrides: Any) -> ModelConfig:

@@ -34,7 +34,7 @@ def level_map(depth: int, levels: int, mode: str = "all") -> list[int]:
 class Guidance:
     """What the predictor reads, per layer. Exactly one of `mod` / `ctx` is set."""
 
-    mod: Tensor | None = None  # [depth, B, k*width], already scaled by tanh(a_i); k = 2 FiLM, 4 AdaLN
+    mod: Tensor | None = None  # [depth, B, k*width], already scaled by tanh(a_i); k = 4 for our AdaLN, else 2
     ctx: list[tuple[Tensor, Tensor]] | None = None  # per layer: tokens [B, S, G], mask [B, S]
     gate: Tensor | None = None  # [depth] tanh(a_i) for cross-attention
 
@@ -55,12 +55,16 @@ class PyramidGuidance(nn.Module):
         self.w_new = nn.Linear(cfg.vlm_width, g, bias=False)  # thinking stream
         self.layer_levels = level_map(cfg.depth, cfg.levels, cfg.level_mode)
         self.gate = nn.Parameter(torch.zeros(cfg.depth))  # a_i; tanh(0) = 0: training starts unguided
+        release = cfg.cond_style == "release"
+        self.type_embed = None
         if cfg.conditioning == "crossattn":
-            self.type_embed = nn.Parameter(torch.zeros(2, g))  # tells the two streams apart
-            nn.init.trunc_normal_(self.type_embed, std=0.02)
+            if not release:  # tells the two streams apart (the release concatenates them as they are)
+                self.type_embed = nn.Parameter(torch.zeros(2, g))
+                nn.init.trunc_normal_(self.type_embed, std=0.02)
             self.film = None
         else:
-            k = 2 if cfg.conditioning == "film" else 4
+            # FiLM of the stream: 2 x width; our AdaLN modulates both block norms: 4 x width.
+            k = 2 if cfg.conditioning == "film" or release else 4
             # The last layer is NOT zero-initialised: with a zero gate too, neither would get a gradient.
             self.film = nn.ModuleList(
                 nn.Sequential(
@@ -71,11 +75,12 @@ class PyramidGuidance(nn.Module):
                 )
                 for _ in range(cfg.depth)
             )
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.trunc_normal_(m.weight, std=0.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
+        if cfg.init == "ours":  # the release keeps PyTorch's default init here
+            for m in self.modules():
+                if isinstance(m, nn.Linear):
+                    nn.init.trunc_normal_(m.weight, std=0.02)
+                    if m.bias is not None:
+                        nn.init.zeros_(m.bias)
 
     # --- pooled streams -------------------------------------------------------------------------
     def _proj(self, stream: str) -> nn.Linear:
@@ -154,7 +159,8 @@ class PyramidGuidance(nn.Module):
                 if s not in streams:
                     continue
                 tokens, lengths = batch[f"{s}_tokens"][:, level], batch[f"{s}_len"]
-                parts.append(self._proj(s)(tokens) + self.type_embed[j])
+                proj = self._proj(s)(tokens)
+                parts.append(proj if self.type_embed is None else proj + self.type_embed[j])
                 masks.append(torch.arange(tokens.shape[1], device=tokens.device)[None, :] < lengths[:, None])
             per_level[level] = (torch.cat(parts, dim=1), torch.cat(masks, dim=1))
         return Guidance(ctx=[per_level[lv] for lv in self.layer_levels], gate=torch.tanh(self.gate))

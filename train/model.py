@@ -24,6 +24,7 @@ from tjepa.train.config import ModelConfig
 from tjepa.train.guidance import PyramidGuidance
 from tjepa.train.head import TrajectoryHead
 from tjepa.train.predictor import GuidedPredictor
+from tjepa.train.release_head import ReleaseReadoutHead
 
 
 @dataclass
@@ -40,7 +41,7 @@ class ThinkJEPA(nn.Module):
         self.cfg = cfg
         # Built in this order so that, for one seed, every variant gets the same predictor and head.
         self.predictor = GuidedPredictor(cfg)
-        self.head = TrajectoryHead(cfg)
+        self.head = ReleaseReadoutHead(cfg) if cfg.head == "release" else TrajectoryHead(cfg)
         self.guidance = PyramidGuidance(cfg) if cfg.guided else None
 
     def check_batch(self, batch: Mapping[str, Tensor]) -> None:

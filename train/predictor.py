@@ -1,22 +1,26 @@
 """Guided latent predictor: a V-JEPA-2-style pre-norm transformer over (observed + future) frame slots.
 
 Observed tubelet latents are embedded and repeated once per frame of their tubelet; future slots are
-a learned mask token. Positions come only from 3-D RoPE (t, h, w) on q/k. Attention is frame-causal.
-Before every block the guidance conditions the stream (FiLM), the block's norms (AdaLN), or adds a
-gated cross-attention to the VLM tokens of the block's level.
+a learned mask token. Positions come only from RoPE on q/k: 3-D (t, h, w), or the release's (frame,
+flattened patch). Attention is frame-causal. Before every block the guidance conditions the stream
+(FiLM), the block's norms (AdaLN), or adds a gated cross-attention to the VLM tokens of the block's
+level. `cond_style="release"` swaps in the release's operators: AdaLN = LayerNorm of the stream, then
+the same FiLM, before each block; cross-attention = a gated MHA before each block, not inside it.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
 
-from tjepa.train.attention import CrossAttention, FrameCausalSelfAttention
+from tjepa.train.attention import CrossAttention, FrameCausalSelfAttention, PreBlockCrossAttention
 from tjepa.train.config import ModelConfig
 from tjepa.train.guidance import Guidance
-from tjepa.train.rope import Rope3D, token_positions
+from tjepa.train.rope import Rope3D, apply_rope, token_positions
+from tjepa.train.rope_flat import FramePatchRope, apply_rope_interleaved
 
 
 class DropPath(nn.Module):
@@ -46,7 +50,8 @@ class Mlp(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, cfg: ModelConfig, drop_path: float, conditioning: str | None):
+    def __init__(self, cfg: ModelConfig, drop_path: float, conditioning: str | None,
+                 rotate: Callable[[Tensor, Tensor, Tensor], Tensor] = apply_rope):
         super().__init__()
         self.conditioning = conditioning
         w = cfg.width
@@ -54,7 +59,7 @@ class Block(nn.Module):
         affine = conditioning != "adaln"
         self.norm1 = nn.LayerNorm(w, eps=cfg.ln_eps, elementwise_affine=affine)
         self.attn = FrameCausalSelfAttention(w, cfg.heads, cfg.qkv_bias, cfg.dropout, cfg.attention,
-                                             cfg.attn_frames_per_call)
+                                             cfg.attn_frames_per_call, rotate)
         self.norm2 = nn.LayerNorm(w, eps=cfg.ln_eps, elementwise_affine=affine)
         self.mlp = Mlp(w, int(w * cfg.mlp_ratio), cfg.dropout)
         self.drop_path = DropPath(drop_path)
@@ -85,22 +90,42 @@ class Block(nn.Module):
         return x + self.drop_path(self.mlp(h))
 
 
+def make_rope(cfg: ModelConfig) -> tuple[nn.Module, Callable[[Tensor, Tensor, Tensor], Tensor]]:
+    """(angles module, apply function) of the configured RoPE layout."""
+    head_dim = cfg.width // cfg.heads
+    if cfg.rope == "frame_patch":
+        return FramePatchRope(head_dim, cfg.grid_w, cfg.rope_theta), apply_rope_interleaved
+    return Rope3D(head_dim, cfg.rope_theta), apply_rope
+
+
 class GuidedPredictor(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
         conditioning = cfg.conditioning if cfg.guided else None
+        pre_block = conditioning if cfg.cond_style == "release" and conditioning in ("adaln", "crossattn") else None
+        if pre_block:  # the blocks themselves see a FiLM (adaln) or nothing (crossattn)
+            conditioning = "film" if pre_block == "adaln" else None
         self.embed = nn.Linear(cfg.vjepa_width, cfg.width)
         self.mask_token = nn.Parameter(torch.zeros(cfg.width))
-        self.rope = Rope3D(cfg.width // cfg.heads, cfg.rope_theta)
+        self.rope, rotate = make_rope(cfg)
         rates = [cfg.drop_path * i / max(cfg.depth - 1, 1) for i in range(cfg.depth)]
-        self.blocks = nn.ModuleList(Block(cfg, r, conditioning) for r in rates)
+        self.blocks = nn.ModuleList(Block(cfg, r, conditioning, rotate) for r in rates)
         self.norm = nn.LayerNorm(cfg.width, eps=cfg.ln_eps)
         self.out = nn.Linear(cfg.width, cfg.vjepa_width)
         self._init_weights()
+        # Built after the init pass, as the release builds them: PyTorch's default init.
+        self.pre_norm = self.pre_cross = None
+        if pre_block == "adaln":
+            self.pre_norm = nn.ModuleList(nn.LayerNorm(cfg.width, eps=cfg.ln_eps) for _ in range(cfg.depth))
+        elif pre_block == "crossattn":
+            self.pre_cross = nn.ModuleList(
+                PreBlockCrossAttention(cfg.width, cfg.guidance_width, cfg.heads, cfg.dropout, cfg.ln_eps)
+                for _ in range(cfg.depth))
 
     def _init_weights(self) -> None:
-        nn.init.trunc_normal_(self.mask_token, std=0.02)
+        if self.cfg.init == "ours":
+            nn.init.trunc_normal_(self.mask_token, std=0.02)  # (the release keeps it at zero)
         for m in self.modules():
             if isinstance(m, nn.Linear):
                 nn.init.trunc_normal_(m.weight, std=0.02)
@@ -129,7 +154,12 @@ class GuidedPredictor(nn.Module):
             if guidance is None:
                 x = blk(x, cos, sin, p)
             elif guidance.mod is not None:
+                if self.pre_norm is not None:
+                    x = self.pre_norm[i](x)
                 x = blk(x, cos, sin, p, mod=guidance.mod[i])
+            elif self.pre_cross is not None:
+                x = x + guidance.gate[i] * self.pre_cross[i](x, *guidance.ctx[i])
+                x = blk(x, cos, sin, p)
             else:
                 x = blk(x, cos, sin, p, ctx=guidance.ctx[i], gate=guidance.gate[i])
         x = x.view(b, n_obs + n_fut, p, cfg.width)

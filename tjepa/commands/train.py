@@ -18,6 +18,8 @@ class Variant(str, Enum):
 class Preset(str, Enum):
     paper = "paper"
     tiny = "tiny"
+    release = "release"
+    tiny_release = "tiny-release"
 
 
 class Stream(str, Enum):
@@ -51,7 +53,8 @@ def train(
     cache: Annotated[Path, typer.Option("--cache", help="Feature store written by `tjepa cache`.")],
     out: Annotated[Path, typer.Option("--out", help="Run directory (config, splits, metrics, checkpoints).")],
     variant: Annotated[Variant, typer.Option(help="thinkjepa, or a baseline: jepa (no VLM), vlm (no V-JEPA).")] = Variant.thinkjepa,
-    preset: Annotated[Preset, typer.Option(help="Model sizes: paper (published) or tiny.")] = Preset.paper,
+    preset: Annotated[Preset, typer.Option(help="paper (published sizes), tiny, or the authors' release components at "
+                                            "either size: release, tiny-release.")] = Preset.paper,
     epochs: Annotated[int, typer.Option(min=1, help="Epochs (published: 200).")] = 200,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Batch size per process.")] = 16,
     seed: Annotated[int, typer.Option(help="Training seed (init, shuffling, dropout).")] = 42,
