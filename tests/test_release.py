@@ -149,6 +149,9 @@ def test_frame_patch_rope_is_vjepas_rotation_over_frame_and_flat_patch_index():
     assert ours.dtype == x.dtype
     # the layout's quirk, kept on purpose: the pair (0, 1) turns at two rates, so norms change
     assert not torch.allclose(ours.norm(dim=-1), x.norm(dim=-1))
+    # ... and scores are not relative: shifting every frame by 3 changes them
+    later = apply_rope_interleaved(x, *rope.angles(pos + torch.tensor([3.0, 0.0, 0.0])))
+    assert not torch.allclose(ours @ ours.transpose(-1, -2), later @ later.transpose(-1, -2), atol=1e-3)
 
 
 def test_release_init_zero_mask_token_and_default_init_guidance():

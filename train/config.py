@@ -4,7 +4,7 @@
 with every component as the authors' release code builds it (like-for-like comparisons);
 `tiny-release`: the tiny sizes with the release's components. Input dimensions come from the store
 (`ModelConfig.from_store_layout(store.layout)`); everything else is the published architecture
-(docs/method.md sections 4-6, 12) or one of its ablations (section 8).
+(docs/method.md sections 4-6, 11) or one of its ablations (section 8).
 """
 
 from __future__ import annotations
