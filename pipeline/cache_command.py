@@ -17,6 +17,7 @@ from rich.progress import (
 from rich.table import Table
 
 from tjepa.errors import TjepaError
+from tjepa.pipeline.encoders.vllm_generator import VllmConfig
 from tjepa.pipeline.episode_io import SamplingConfig
 from tjepa.pipeline.job import CacheJob, JobSummary, run
 
@@ -98,7 +99,7 @@ def print_summary(summary: JobSummary, console: Console) -> None:
 
 def run_cache_command(
     *, videos, out, preset, models_dir, layout, device, batch_size, limit, retry_failed, keep_tokens, layers,
-    max_new_tokens, n_past, n_future, rows_per_shard, workers, scheduler, generator,
+    max_new_tokens, n_past, n_future, rows_per_shard, workers, scheduler, generator, gpu_memory_utilization=0.45,
 ) -> int:
     from tjepa.pipeline.encoders.presets import resolve_encoders
 
@@ -110,10 +111,13 @@ def run_cache_command(
         keep_tokens=keep_tokens,
         max_new_tokens=max_new_tokens,
     )
+    vllm = VllmConfig(gpu_memory_utilization=gpu_memory_utilization)
     if generator == "vllm":
-        from tjepa.pipeline.encoders.vllm_generator import require_vllm
+        from tjepa.pipeline.encoders.vllm_generator import check_vllm_configuration, require_vllm
 
-        require_vllm()
+        check_vllm_configuration(encoders, vllm, n_past)  # fails the configuration, not every row
+        if scheduler is None:  # remote workers bring their own GPUs
+            require_vllm()
     job = CacheJob(
         videos=Path(videos),
         out=Path(out),
@@ -123,6 +127,7 @@ def run_cache_command(
         batch_size=batch_size,
         device=device,
         generator=generator,
+        vllm=vllm,
         rows_per_shard=rows_per_shard,
         limit=limit,
         retry_failed=retry_failed,

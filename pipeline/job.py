@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tjepa.pipeline.encoders.vllm_generator import VllmConfig
 from tjepa.pipeline.episode_io import SamplingConfig, source_signature
 from tjepa.pipeline.sources import Episode, discover
 from tjepa.pipeline.worker import UnitResult, WorkerOptions, shard_units
@@ -25,6 +26,7 @@ class CacheJob:
     batch_size: int = 4
     device: str = "auto"
     generator: str = "transformers"
+    vllm: VllmConfig = VllmConfig()  # engine settings for generator == "vllm" (not fingerprinted)
     rows_per_shard: int = 8
     limit: int | None = None
     retry_failed: bool = False
@@ -154,6 +156,7 @@ def run(job: CacheJob, on_row=None, on_plan=None) -> JobSummary:
         batch_size=job.batch_size,
         device=job.device,
         generator=job.generator,
+        vllm=job.vllm,
     )
     on_row = on_row or (lambda video, error: None)
     if not units:

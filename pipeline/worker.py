@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from tjepa.pipeline.encoders.vllm_generator import VllmConfig
 from tjepa.pipeline.episode_io import LoadedEpisode, SamplingConfig, load_episode
 from tjepa.pipeline.sources import Episode
 
@@ -31,6 +32,7 @@ class WorkerOptions:
     device: str = "auto"
     generator: str = "transformers"
     prefetch_depth: int = 8
+    vllm: VllmConfig = VllmConfig()  # engine settings for generator == "vllm"
 
 
 @dataclass(frozen=True)
@@ -81,11 +83,12 @@ def get_encoders(opts: WorkerOptions):
     """(vjepa, thinker), loaded once per process and configuration."""
     import json
 
-    key = json.dumps([opts.encoders.to_dict(), opts.device, opts.generator], sort_keys=True)
+    key = json.dumps([opts.encoders.to_dict(), opts.device, opts.generator, repr(opts.vllm)], sort_keys=True)
     if key not in _ENCODERS:
         from tjepa.pipeline.encoders.presets import load_encoders
 
-        _ENCODERS[key] = load_encoders(opts.encoders, device=resolve_device(opts.device), generator=opts.generator)
+        _ENCODERS[key] = load_encoders(opts.encoders, device=resolve_device(opts.device), generator=opts.generator,
+                                       vllm=opts.vllm, n_frames=opts.sampling.n_past)
     return _ENCODERS[key]
 
 

@@ -221,9 +221,10 @@ def encoder_dims(cfg: EncoderConfig, n_frames: int = 32) -> dict:
     return dims
 
 
-def load_encoders(cfg: EncoderConfig, device: str = "cpu", generator: str = "transformers"):
-    """(VJepaEncoder, Thinker) on `device`; `generator` is "transformers" or "vllm" (GPU extra)."""
+def load_encoders(cfg: EncoderConfig, device: str = "cpu", generator: str = "transformers", vllm=None, n_frames: int = 32):
+    """(VJepaEncoder, Thinker) on `device`; `generator` is "transformers" or "vllm" (GPU extra, settings
+    `vllm`, a VllmConfig; `n_frames` per clip sizes its engine)."""
     from tjepa.pipeline.encoders.thinker import Thinker
     from tjepa.pipeline.encoders.vjepa import VJepaEncoder
 
-    return VJepaEncoder.load(cfg, device), Thinker.load(cfg, device, generator=generator)
+    return VJepaEncoder.load(cfg, device), Thinker.load(cfg, device, generator=generator, vllm=vllm, n_frames=n_frames)

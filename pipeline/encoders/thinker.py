@@ -64,7 +64,8 @@ class Thinker:
             raise TjepaError("the tokenizer does not know the model's video token id")
 
     @classmethod
-    def load(cls, cfg, device: str = "cpu", generator: str = "transformers") -> Thinker:
+    def load(cls, cfg, device: str = "cpu", generator: str = "transformers", vllm=None, n_frames: int = 32) -> Thinker:
+        """`vllm` (a VllmConfig) and `n_frames` (frames per clip) size the vLLM engine."""
         from transformers import AutoTokenizer, Qwen3VLForConditionalGeneration
 
         model = Qwen3VLForConditionalGeneration.from_pretrained(
@@ -76,7 +77,7 @@ class Thinker:
         if generator == "vllm":
             from tjepa.pipeline.encoders.vllm_generator import VllmGenerator
 
-            gen = VllmGenerator(cfg)
+            gen = VllmGenerator(cfg, vllm, n_frames=n_frames, device=device)
         elif generator != "transformers":
             raise TjepaError(f"unknown generator {generator!r}: transformers or vllm")
         return cls(model, tokenizer, cfg, device, generator=gen)
@@ -141,7 +142,7 @@ class Thinker:
             )
             return results(captured, generated, self.tokenizer, self.cfg.max_new_tokens)
         # Another generator hands back ids only: one teacher-forced forward records the states.
-        generated = self.generator.generate_ids(prompts, videos, self)
+        generated = self.generator.generate_ids(prompts, videos, self, fps, frame_indices)
         return capture(
             self.model, self.tokenizer, prompts, generated, self.cfg.layers, self.cfg.max_new_tokens,
             keep_tokens=self.cfg.keep_tokens, vision=vision, pad_id=self.pad_id,

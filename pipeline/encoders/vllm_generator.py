@@ -2,29 +2,59 @@
 
 vLLM only samples the ids here (fast batched greedy decoding); the layer states always come from the
 transformers capture forward (`capture.py`), so a cache has one hidden-state semantics whichever
-generator made the ids. vLLM is imported lazily: it pins its own torch/CUDA stack and cannot be
-installed in the CPU environment.
+generator made the ids. vLLM is imported lazily: it pins its own torch/CUDA stack.
 
-vLLM renders and tokenises the prompt itself (through the HF processor, which needs torchvision), so
-every request's prompt ids are compared with ours and a mismatch is an error: ids generated for a
-different prompt must never be captured under ours. This path has not yet run on a GPU box.
+What keeps the two generators on the same ids (read against vLLM 0.32/0.33's Qwen3-VL processor):
+- the prompt: vLLM expands only a bare `<|video_pad|>` (and keeps whatever frames it), so it gets the
+  template text with the bare pad in place of the triple (`prompt.vllm_prompt_text`); its expansion
+  then equals our rendering, and every request's prompt ids are still compared with ours;
+- the timestamps: the true fps and the source frame indices as video metadata (HF computes
+  index / fps, group means, exactly as `preprocess.group_timestamps` does);
+- the pixels: vLLM runs HF's `Qwen3VLVideoProcessor` on our squashed uint8 frames (no resize, no
+  sampling) while the capture uses our patchify, so the first batch checks HF's
+  `pixel_values_videos` against ours and stops on a difference;
+- the stopping rule: transformers stops after the first of our EOS ids, within max_new_tokens; vLLM
+  gets `ignore_eos=True` plus exactly those ids as stop ids, in a `SamplingParams` built per call
+  (vLLM derives its stop set at construction), and the ids are cut as transformers cuts them.
 """
 
 from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from tjepa.errors import TjepaError
 
 _HINT = "install the [vllm] extra on a GPU machine (pip install 'tjepa[vllm]'), or use --generator transformers"
+PROCESSOR_FILES = ("preprocessor_config.json", "video_preprocessor_config.json")
 
 
-def require_vllm():
-    """Import vllm and check for CUDA; a TjepaError that says what to do otherwise."""
+@dataclass(frozen=True)
+class VllmConfig:
+    """How the vLLM engine runs (never what a row contains, so not part of the fingerprint)."""
+
+    gpu_memory_utilization: float = 0.45  # the capture model shares the GPU
+    # 16-token runs: CUDA-graph capture and torch.compile cost minutes at start for little gain.
+    enforce_eager: bool = True
+    max_model_len: int | None = None  # None: the longest prompt of the configured clip + max_new_tokens
+    seed: int = 0
+
+
+def import_vllm():
     try:
         import vllm
     except ImportError as err:
         raise TjepaError(f"vLLM is not installed: {_HINT}") from err
+    return vllm
+
+
+def require_vllm():
+    """Import vllm and check for CUDA; a TjepaError that says what to do otherwise."""
+    vllm = import_vllm()
     import torch
 
     if not torch.cuda.is_available():
@@ -32,57 +62,162 @@ def require_vllm():
     return vllm
 
 
+def require_processor_configs(model_dir: str | Path) -> None:
+    """vLLM loads `Qwen3VLProcessor.from_pretrained(dir)`: the processor configs must be there."""
+    missing = [name for name in PROCESSOR_FILES if not (Path(model_dir) / name).is_file()]
+    if missing:
+        raise TjepaError(
+            f"{model_dir}: no {' / '.join(missing)}; vLLM loads the Qwen3-VL processor from the checkpoint "
+            "directory. Rebuild random models with `tjepa build-models`, or copy the checkpoint's processor files"
+        )
+
+
+def engine_model_len(cfg, vcfg: VllmConfig, n_frames: int) -> int:
+    """The engine's max_model_len for clips of n_frames; a TjepaError when the configuration cannot fit."""
+    from tjepa.pipeline.encoders.thinker import prompt_length_bound
+
+    need = prompt_length_bound(cfg, n_frames) + cfg.max_new_tokens
+    text = json.loads((Path(cfg.qwen_path) / "config.json").read_text()).get("text_config", {})
+    limit = int(text.get("max_position_embeddings", need))
+    size = f"{n_frames} frames of {cfg.vlm_frame_size} px + {cfg.max_new_tokens} thinking tokens need {need} positions"
+    if need > limit:
+        raise TjepaError(f"{size}, more than the model's {limit}; use fewer --past frames or a smaller frame size")
+    if vcfg.max_model_len is None:
+        return need
+    if vcfg.max_model_len < need:
+        raise TjepaError(f"{size}; the vLLM max_model_len {vcfg.max_model_len} is too small")
+    return vcfg.max_model_len
+
+
+def check_vllm_configuration(cfg, vcfg: VllmConfig, n_frames: int) -> int:
+    """Everything about a vLLM run that can be refused before any row: processor files, lengths.
+    Returns the engine's max_model_len."""
+    require_processor_configs(cfg.qwen_path)
+    if not 0.0 < vcfg.gpu_memory_utilization <= 1.0:
+        raise TjepaError(f"gpu_memory_utilization must be in (0, 1], got {vcfg.gpu_memory_utilization}")
+    return engine_model_len(cfg, vcfg, n_frames)
+
+
+def engine_visible_devices(device: str, visible: str | None) -> str | None:
+    """CUDA_VISIBLE_DEVICES for an engine that must run on `device` (vLLM ignores torch device names)."""
+    if not device.startswith("cuda"):
+        return None
+    index = int(device.split(":")[1]) if ":" in device else 0
+    ids = [v.strip() for v in visible.split(",") if v.strip()] if visible else None
+    if ids is None:
+        return str(index)
+    if index >= len(ids):
+        raise TjepaError(f"device {device} is not among the visible GPUs (CUDA_VISIBLE_DEVICES={visible})")
+    return ids[index]
+
+
+def hf_video_pixels(model_dir: str | Path):
+    """HF's video processor of the checkpoint, as vLLM calls it: uint8 [T, H, W, 3] -> pixel_values_videos."""
+    try:
+        from transformers import AutoVideoProcessor
+
+        processor = AutoVideoProcessor.from_pretrained(model_dir)
+    except Exception as err:  # a missing or broken torchvision raises ImportError, RuntimeError or OSError
+        raise TjepaError(
+            f"{model_dir}: cannot load HF's video processor for the vLLM pixel check ({type(err).__name__}: {err})"
+        ) from err
+
+    def pixels(frames: np.ndarray):
+        out = processor(videos=[frames], do_resize=False, do_sample_frames=False, return_tensors="pt")
+        return out["pixel_values_videos"], tuple(int(v) for v in out["video_grid_thw"][0])
+
+    return pixels
+
+
+def check_pixels(prompts, squashed: list[np.ndarray], reference) -> None:
+    """Stop when HF's pixel_values_videos (what vLLM's model sees) differ from ours (what the capture sees)."""
+    for i, (p, frames) in enumerate(zip(prompts, squashed, strict=True)):
+        theirs, grid = reference(frames)
+        ours = p.video.pixel_values
+        if grid != tuple(p.video.grid_thw) or theirs.shape != ours.shape:
+            raise TjepaError(f"video {i}: HF's video processor gives grid {grid}, ours {tuple(p.video.grid_thw)}; "
+                             "vLLM would generate from other pixels than the capture sees. Use --generator transformers.")
+        diff = (theirs.float() - ours.float()).abs().max().item()
+        if not diff <= 1e-4:  # one uint8 step is 1/127.5 after normalisation: 1e-4 is float rounding only
+            raise TjepaError(f"video {i}: HF's pixel_values_videos differ from ours by up to {diff:.3g} "
+                             "(patch order or normalisation); vLLM and the capture would see different pixels. "
+                             "Use --generator transformers.")
+
+
 class VllmGenerator:
     """Greedy ids from a vLLM engine over the same checkpoint directory as the transformers model."""
 
-    def __init__(self, cfg, gpu_memory_utilization: float = 0.45, max_model_len: int = 8192, seed: int = 0):
-        vllm = require_vllm()
-        self.cfg = cfg
+    def __init__(self, cfg, vcfg: VllmConfig | None = None, n_frames: int = 32, device: str = "cuda",
+                 reference_pixels=None):
+        vllm = import_vllm()
+        self.vllm, self.cfg, self.vcfg = vllm, cfg, vcfg or VllmConfig()
+        max_len = check_vllm_configuration(cfg, self.vcfg, n_frames)
+        self._reference = reference_pixels  # None: HF's processor, loaded at the first batch
+        self._pixels_checked = False
+        pinned = engine_visible_devices(device, os.environ.get("CUDA_VISIBLE_DEVICES"))
+        if pinned is not None:  # read by the engine process vLLM starts below
+            os.environ["CUDA_VISIBLE_DEVICES"] = pinned
         self.llm = vllm.LLM(
             model=cfg.qwen_path,
             dtype=cfg.dtype,
-            seed=seed,
-            gpu_memory_utilization=gpu_memory_utilization,
-            max_model_len=max_model_len,
-            enable_chunked_prefill=False,
+            seed=self.vcfg.seed,
+            gpu_memory_utilization=self.vcfg.gpu_memory_utilization,
+            max_model_len=max_len,
+            enforce_eager=self.vcfg.enforce_eager,
+            generation_config="vllm",  # none of the checkpoint's sampling defaults
             trust_remote_code=False,
             limit_mm_per_prompt={"video": 1, "image": 0},
         )
-        self.sampling = vllm.SamplingParams(
-            temperature=0.0, max_tokens=cfg.max_new_tokens, seed=seed, detokenize=False
+
+    def sampling_params(self, eos_ids: list[int]):
+        """Built per call: vLLM derives its stop set when SamplingParams is constructed."""
+        return self.vllm.SamplingParams(
+            temperature=0.0, max_tokens=self.cfg.max_new_tokens, seed=self.vcfg.seed, detokenize=False,
+            ignore_eos=True, stop_token_ids=list(eos_ids),
         )
 
-    def generate_ids(self, prompts, videos: list[np.ndarray], thinker) -> list[np.ndarray]:
-        """Ids per prompt (cut after the first EOS); raises if vLLM's prompt ids differ from ours."""
+    def requests(self, prompts, videos: list[np.ndarray], thinker, fps=None, frame_indices=None):
+        """(vLLM requests, the squashed uint8 frames) for a batch."""
         from tjepa.pipeline.encoders.preprocess import squash
-        from tjepa.pipeline.encoders.thinker import cut_at_eos
+        from tjepa.pipeline.encoders.prompt import vllm_prompt_text
+        from tjepa.pipeline.encoders.thinker import DEFAULT_FPS
 
-        self.sampling.stop_token_ids = list(thinker.eos_ids)
-        tp = thinker.model.config.vision_config.temporal_patch_size
-        requests = []
-        for p, frames in zip(prompts, videos, strict=True):
-            # The frames as our preprocessing squashed them (uint8), so vLLM's processor must not resize.
-            sq = squash(frames, self.cfg.vlm_frame_size).permute(0, 2, 3, 1).to("cpu").numpy().astype(np.uint8)
-            # Times per frame that reproduce our group timestamps with fps = 1 (pairs share their mean).
-            frame_times = np.repeat(np.asarray(p.timestamps), tp)[: len(frames)]
-            meta = {"fps": 1.0, "frames_indices": frame_times.tolist(), "total_num_frames": len(frames),
-                    "duration": float(frame_times[-1]) if len(frame_times) else 0.0}
-            text = thinker.tokenizer.apply_chat_template(
-                [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": self.cfg.prompt}]}],
-                tokenize=False, add_generation_prompt=True,
-            )
+        text = vllm_prompt_text(thinker.tokenizer, thinker.model.config, self.cfg.prompt)
+        requests, squashed = [], []
+        for i, frames in enumerate(videos):
+            # Our squash (uint8 values), so HF's processor only rescales, normalises and patchifies.
+            sq = squash(frames, self.cfg.vlm_frame_size).permute(0, 2, 3, 1).numpy().astype(np.uint8)
+            rate = float(fps[i]) if fps is not None else DEFAULT_FPS
+            idx = [int(v) for v in (frame_indices[i] if frame_indices is not None else range(len(frames)))]
+            # total_num_frames only matters to HF's frame sampling, which is off
+            meta = {"fps": rate, "frames_indices": idx, "total_num_frames": max(idx) + 1,
+                    "duration": (max(idx) + 1) / rate, "video_backend": "pyav"}
             requests.append({
                 "prompt": text,
                 "multi_modal_data": {"video": [(sq, meta)]},
                 "mm_processor_kwargs": {"do_resize": False, "do_sample_frames": False},
             })
-        outs = self.llm.generate(requests, self.sampling, use_tqdm=False)
+            squashed.append(sq)
+        return requests, squashed
+
+    def generate_ids(self, prompts, videos: list[np.ndarray], thinker, fps=None, frame_indices=None) -> list[np.ndarray]:
+        """Ids per prompt (cut after the first EOS); raises if vLLM's prompt ids or pixels differ from ours."""
+        from tjepa.pipeline.encoders.thinker import cut_at_eos
+
+        requests, squashed = self.requests(prompts, videos, thinker, fps, frame_indices)
+        if not self._pixels_checked:
+            reference = self._reference or hf_video_pixels(self.cfg.qwen_path)
+            check_pixels(prompts, squashed, reference)
+            self._pixels_checked = True
+        outs = self.llm.generate(requests, self.sampling_params(thinker.eos_ids), use_tqdm=False)
         result = []
         for p, o in zip(prompts, outs, strict=True):
-            if list(o.prompt_token_ids) != p.ids.tolist():
+            theirs, ours = list(o.prompt_token_ids), p.ids.tolist()
+            if theirs != ours:
+                at = next((k for k, (a, b) in enumerate(zip(theirs, ours, strict=False)) if a != b), min(len(theirs), len(ours)))
                 raise TjepaError(
-                    f"vLLM rendered a different prompt ({len(o.prompt_token_ids)} ids vs our {len(p.ids)}); "
-                    "its ids cannot be captured under our prompt. Use --generator transformers."
+                    f"vLLM rendered a different prompt ({len(theirs)} ids vs our {len(ours)}, first difference at "
+                    f"position {at}); its ids cannot be captured under our prompt. Use --generator transformers."
                 )
             result.append(cut_at_eos(np.asarray(o.outputs[0].token_ids, dtype=np.int64), thinker.eos_ids))
         return result

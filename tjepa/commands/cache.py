@@ -52,6 +52,11 @@ def cache(
     generator: Annotated[
         Generator, typer.Option("--generator", help="Who generates thinking tokens (vllm: GPU extra).")
     ] = Generator.transformers,
+    gpu_memory_utilization: Annotated[
+        float,
+        typer.Option("--gpu-memory-utilization", min=0.05, max=1.0,
+                     help="vllm: fraction of GPU memory the engine may take (the capture model shares the GPU)."),
+    ] = 0.45,
 ) -> None:
     """Decode each video once and store V-JEPA 2 latents, Qwen3-VL layer states and targets."""
     from tjepa.pipeline.cache_command import run_cache_command
@@ -75,5 +80,6 @@ def cache(
         workers=workers,
         scheduler=scheduler,
         generator=generator.value,
+        gpu_memory_utilization=gpu_memory_utilization,
     )
     raise typer.Exit(code)
