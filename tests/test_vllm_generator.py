@@ -77,7 +77,8 @@ def test_vllm_prompt_ids_and_greedy_ids_equal_ours(generator, thinker, one_threa
     with_vllm = Thinker(thinker.model, thinker.tokenizer, thinker.cfg, generator=generator)
     for a, b in zip(thinker.think(videos, fps, idx), with_vllm.think(videos, fps, idx), strict=True):
         assert np.array_equal(a.think_ids, b.think_ids) and a.prompt_len == b.prompt_len
-        np.testing.assert_allclose(a.think_mean, b.think_mean, atol=1e-6)
+        np.testing.assert_allclose(a.think_mean, b.think_mean, atol=1e-4, rtol=1e-4)  # captured during generation vs teacher-forced
+        np.testing.assert_allclose(a.prompt_mean, b.prompt_mean, atol=1e-4, rtol=1e-4)
 
 
 def test_engine_settings(generator, cfg):
