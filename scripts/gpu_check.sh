@@ -2,24 +2,32 @@
 # GPU checks that cannot run on the CPU machines (no CUDA, no torchvision, no vLLM there).
 # Run from the repository root on a CUDA machine with a working torchvision and, optionally, vLLM:
 #   bash scripts/gpu_check.sh [OUT_DIR]
-# It (1) runs the HF-processor parity tests that are skipped without torchvision, (2) caches the same
-# synthetic episodes with the transformers and the vLLM generator (full-random models) and compares the
-# generated ids and captured means, and (3) runs the GPU benchmarks (python -m benchmarks --only gpu).
+# It (1) runs the HF-processor parity tests that are skipped without torchvision, (2) puts 2 videos
+# through both generators (full-random models: HF pixels vs ours, prompt ids, first 16 generated ids,
+# captured means, seconds per video of each) and caches the same episodes with both through `tjepa
+# cache`, and (3) runs the GPU benchmarks (python -m benchmarks --only gpu).
 set -euo pipefail
 OUT=${1:-gpu_check_out}
 mkdir -p "$OUT"
 export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
 python -c "import torch; assert torch.cuda.is_available(), 'needs a CUDA GPU'; print(torch.cuda.get_device_name(0))"
 
-echo "== 1. HF processor parity (needs torchvision) =="
-python -m pytest -q tests/test_preprocess.py -k "parity or hf" -rs | tee "$OUT/parity.log"
+# ---- vLLM generator + HF processor parity (issue 17) -------------------------------------------
+echo "== 1. HF processor parity (needs torchvision; skipped only where it is missing) =="
+python -c "import torchvision, transformers; print('torchvision', torchvision.__version__, 'transformers', transformers.__version__)"
+python -m pytest -q tests/test_preprocess.py -k "parity" -rs | tee "$OUT/parity.log"
 
 echo "== 2. transformers vs vLLM generator on full-random models =="
 tjepa synth --out "$OUT/data" --episodes 8 --tasks 4 --width 256 --height 256 --no-preview
 [ -f "$OUT/models/tjepa-models.json" ] || tjepa build-models --out "$OUT/models" --preset full-random
-tjepa cache --videos "$OUT/data" --out "$OUT/hf.zarr" --models full-random --models-dir "$OUT/models" \
-  --device cuda --batch-size 4 | tee "$OUT/cache_hf.log"
-if python -c "import vllm" 2>/dev/null; then
+if python -c "import vllm; print('vllm', vllm.__version__)"; then
+  # 2 videos through both generators: HF pixels vs ours, prompt ids, first 16 ids, captured means,
+  # seconds per video of each (exit 1 on an id mismatch).
+  python scripts/compare_generators.py --data "$OUT/data" --models-dir "$OUT/models" --preset full-random \
+    --videos 2 --out "$OUT" | tee "$OUT/compare_generators.log"
+  # The same through `tjepa cache` end to end (first-batch pixel check, prompt-id guard, stores compared).
+  tjepa cache --videos "$OUT/data" --out "$OUT/hf.zarr" --models full-random --models-dir "$OUT/models" \
+    --device cuda --batch-size 4 | tee "$OUT/cache_hf.log"
   tjepa cache --videos "$OUT/data" --out "$OUT/vllm.zarr" --models full-random --models-dir "$OUT/models" \
     --device cuda --batch-size 4 --generator vllm | tee "$OUT/cache_vllm.log"
   python - "$OUT" <<'PY'
@@ -33,9 +41,15 @@ for path in ("vlm/prompt_mean", "vlm/think_mean"):
     d = np.abs(a[path][:] - b[path][:]).max(axis=(1, 2))
     print(f"{path}: max abs diff per video (same ids -> same states expected): {d[same].max() if same.any() else 'n/a'}")
 PY
+  if [ "$(python -c 'import torch; print(torch.cuda.device_count())')" -ge 2 ]; then
+    # non-daemonic dask workers, one engine per GPU
+    tjepa cache --videos "$OUT/data" --out "$OUT/vllm2.zarr" --models full-random --models-dir "$OUT/models" \
+      --batch-size 4 --generator vllm --workers 2 | tee "$OUT/cache_vllm_workers2.log"
+  fi
 else
   echo "vLLM not installed: pip install -e '.[vllm]' in a GPU environment to check --generator vllm"
 fi
+# ---- end of the vLLM section -------------------------------------------------------------------
 
 echo "== 3. GPU benchmarks =="
 python -m benchmarks --only gpu --out "$OUT/BENCHMARKS-gpu.md"
