@@ -55,7 +55,7 @@ def main() -> int:
     prompts = plain.prompts([ep.past_frames], [ep.info.fps], [ep.past_idx])
     _, squashed = gen.requests(prompts, [ep.past_frames], plain, [ep.info.fps], [ep.past_idx])
     try:
-        check_pixels(prompts, squashed, hf_video_pixels(cfg.qwen_path))
+        check_pixels([p.video for p in prompts], squashed, hf_video_pixels(cfg.qwen_path))
         report["hf_pixels"] = "equal within 1e-4"
     except Exception as err:  # report it and go on: the generator would refuse the same batch
         report["hf_pixels"] = f"MISMATCH: {err}"

@@ -176,10 +176,8 @@ def test_hf_processor_parity():
 @pytest.mark.skipif(_torchvision_problem() is not None, reason=str(_torchvision_problem()))
 def test_hf_processor_parity_from_checkpoint_configs(tiny_models):
     """HF's video processor as vLLM loads it from the configs `build-models` writes, on our squashed frames."""
-    from tjepa.pipeline.encoders.capture import ThinkPrompt
     from tjepa.pipeline.encoders.vllm_generator import check_pixels, hf_video_pixels
 
     frames = np.random.default_rng(5).integers(0, 256, (7, 90, 120, 3), dtype=np.uint8)
     sq = squash(frames, 64).permute(0, 2, 3, 1).numpy().astype(np.uint8)
-    prompt = ThinkPrompt(ids=torch.zeros(1, dtype=torch.long), video=qwen_video(frames, size=64), text="", timestamps=())
-    check_pixels([prompt], [sq], hf_video_pixels(tiny_models / "qwen3vl"))  # raises on any difference
+    check_pixels([qwen_video(frames, size=64)], [sq], hf_video_pixels(tiny_models / "qwen3vl"))  # raises on any difference

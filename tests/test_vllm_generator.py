@@ -7,6 +7,7 @@ semantics, and generates with the real tiny model, so the ids of both generators
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -48,16 +49,16 @@ def thinker(cfg):
     return Thinker.load(cfg)
 
 
-def _reference(llm):
-    """The stand-in's HF-style processor stands in for HF's (which needs torchvision)."""
-    return lambda frames: llm._pixels(frames, {"do_resize": False, "do_sample_frames": False})
+@pytest.fixture(scope="module")
+def reference(standin, cfg):
+    """The stand-in's HF-style video processor, from the checkpoint's JSON, stands in for HF's (torchvision)."""
+    video_cfg = json.loads((Path(cfg.qwen_path) / "video_preprocessor_config.json").read_text())
+    return lambda frames: standin.video_pixels(video_cfg, frames, {"do_resize": False, "do_sample_frames": False})
 
 
 @pytest.fixture(scope="module")
-def generator(standin, cfg):
-    g = VllmGenerator(cfg, VllmConfig(gpu_memory_utilization=0.3), n_frames=8, device="cpu")
-    g._reference = _reference(g.llm)
-    return g
+def generator(cfg, reference):
+    return VllmGenerator(cfg, VllmConfig(gpu_memory_utilization=0.3), n_frames=8, device="cpu", reference_pixels=reference)
 
 
 def _clips(seed=0):
@@ -119,28 +120,29 @@ def test_model_len_checked_for_the_configuration(cfg):
         engine_model_len(cfg, VllmConfig(), 2000)
 
 
-def test_pixel_self_check_stops_on_a_different_patch_order(standin, cfg, thinker):
-    g = VllmGenerator(cfg, n_frames=8, device="cpu")
-    videos, fps, idx = _clips(2)
-    prompts = thinker.prompts(videos, fps, idx)
-
+def test_pixel_self_check_stops_on_a_different_patch_order(generator, cfg, reference, thinker, monkeypatch):
     def transposed(frames):  # an HF processor whose patch rows came out in another order
-        pixels, grid = _reference(g.llm)(frames)
+        pixels, grid = reference(frames)
         return pixels.flip(0), grid
 
-    g._reference = transposed
+    with pytest.raises(TjepaError, match="pixel_values_videos differ from ours"):  # at load: no engine started
+        VllmGenerator(cfg, n_frames=8, device="cpu", reference_pixels=transposed)
+    videos, fps, idx = _clips(2)
+    prompts = thinker.prompts(videos, fps, idx)
+    monkeypatch.setattr(generator, "_reference", transposed)  # the same check on the first real batch
+    monkeypatch.setattr(generator, "_pixels_checked", False)
     with pytest.raises(TjepaError, match="pixel_values_videos differ from ours"):
-        g.generate_ids(prompts, videos, thinker, fps, idx)
+        generator.generate_ids(prompts, videos, thinker, fps, idx)
 
 
-def test_engine_pinned_to_the_workers_gpu(standin, cfg, monkeypatch):
+def test_engine_pinned_to_the_workers_gpu(standin, cfg, reference, monkeypatch):
     assert engine_visible_devices("cpu", "3") is None
     assert engine_visible_devices("cuda:1", None) == "1" and engine_visible_devices("cuda", "5,6") == "5"
     assert engine_visible_devices("cuda:1", "4, 7") == "7"
     with pytest.raises(TjepaError, match="not among the visible GPUs"):
         engine_visible_devices("cuda:2", "4,7")
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,7")
-    g = VllmGenerator(cfg, n_frames=8, device="cuda:1")
+    g = VllmGenerator(cfg, n_frames=8, device="cuda:1", reference_pixels=reference)
     assert g.llm.visible_devices == "7"  # what the engine process saw when it started
 
 

@@ -11,8 +11,8 @@ What keeps the two generators on the same ids (read against vLLM 0.32/0.33's Qwe
 - the timestamps: the true fps and the source frame indices as video metadata (HF computes
   index / fps, group means, exactly as `preprocess.group_timestamps` does);
 - the pixels: vLLM runs HF's `Qwen3VLVideoProcessor` on our squashed uint8 frames (no resize, no
-  sampling) while the capture uses our patchify, so the first batch checks HF's
-  `pixel_values_videos` against ours and stops on a difference;
+  sampling) while the capture uses our patchify, so HF's `pixel_values_videos` are checked against
+  ours at load (a random clip) and on the first batch, stopping on a difference;
 - the stopping rule: transformers stops after the first of our EOS ids, within max_new_tokens; vLLM
   gets `ignore_eos=True` plus exactly those ids as stop ids, in a `SamplingParams` built per call
   (vLLM derives its stop set at construction), and the ids are cut as transformers cuts them.
@@ -129,13 +129,15 @@ def hf_video_pixels(model_dir: str | Path):
     return pixels
 
 
-def check_pixels(prompts, squashed: list[np.ndarray], reference) -> None:
-    """Stop when HF's pixel_values_videos (what vLLM's model sees) differ from ours (what the capture sees)."""
-    for i, (p, frames) in enumerate(zip(prompts, squashed, strict=True)):
+def check_pixels(videos, squashed: list[np.ndarray], reference) -> None:
+    """Stop when HF's pixel_values_videos (what vLLM's model sees) differ from ours (what the capture sees).
+
+    `videos`: our QwenVideo per clip; `squashed`: the uint8 frames vLLM gets; `reference`: HF's processor."""
+    for i, (video, frames) in enumerate(zip(videos, squashed, strict=True)):
         theirs, grid = reference(frames)
-        ours = p.video.pixel_values
-        if grid != tuple(p.video.grid_thw) or theirs.shape != ours.shape:
-            raise TjepaError(f"video {i}: HF's video processor gives grid {grid}, ours {tuple(p.video.grid_thw)}; "
+        ours = video.pixel_values
+        if grid != tuple(video.grid_thw) or theirs.shape != ours.shape:
+            raise TjepaError(f"video {i}: HF's video processor gives grid {grid}, ours {tuple(video.grid_thw)}; "
                              "vLLM would generate from other pixels than the capture sees. Use --generator transformers.")
         diff = (theirs.float() - ours.float()).abs().max().item()
         if not diff <= 1e-4:  # one uint8 step is 1/127.5 after normalisation: 1e-4 is float rounding only
@@ -152,7 +154,10 @@ class VllmGenerator:
         vllm = import_vllm()
         self.vllm, self.cfg, self.vcfg = vllm, cfg, vcfg or VllmConfig()
         max_len = check_vllm_configuration(cfg, self.vcfg, n_frames)
-        self._reference = reference_pixels  # None: HF's processor, loaded at the first batch
+        # HF's processor must see our pixels: checked on a random clip now (stops the job before any row)
+        # and on the first real batch.
+        self._reference = reference_pixels or hf_video_pixels(cfg.qwen_path)
+        self._check_random_clip(n_frames)
         self._pixels_checked = False
         pinned = engine_visible_devices(device, os.environ.get("CUDA_VISIBLE_DEVICES"))
         if pinned is not None:  # read by the engine process vLLM starts below
@@ -168,6 +173,16 @@ class VllmGenerator:
             trust_remote_code=False,
             limit_mm_per_prompt={"video": 1, "image": 0},
         )
+
+    def _check_random_clip(self, n_frames: int) -> None:
+        from tjepa.pipeline.encoders.preprocess import qwen_video
+
+        vision = json.loads((Path(self.cfg.qwen_path) / "config.json").read_text())["vision_config"]
+        size = self.cfg.vlm_frame_size
+        clip = np.random.default_rng(0).integers(0, 256, (min(n_frames, 5), size, size, 3), dtype=np.uint8)
+        ours = qwen_video(clip, size, vision["patch_size"], vision["temporal_patch_size"], vision["spatial_merge_size"],
+                          self.cfg.vlm_mean, self.cfg.vlm_std)
+        check_pixels([ours], [clip], self._reference)
 
     def sampling_params(self, eos_ids: list[int]):
         """Built per call: vLLM derives its stop set when SamplingParams is constructed."""
@@ -206,8 +221,7 @@ class VllmGenerator:
 
         requests, squashed = self.requests(prompts, videos, thinker, fps, frame_indices)
         if not self._pixels_checked:
-            reference = self._reference or hf_video_pixels(self.cfg.qwen_path)
-            check_pixels(prompts, squashed, reference)
+            check_pixels([p.video for p in prompts], squashed, self._reference)
             self._pixels_checked = True
         outs = self.llm.generate(requests, self.sampling_params(thinker.eos_ids), use_tqdm=False)
         result = []

@@ -63,6 +63,26 @@ class RequestOutput:
     outputs: list[CompletionOutput] = field(default_factory=list)
 
 
+def video_pixels(video_cfg: dict, frames: np.ndarray, mm_kwargs: dict):
+    """HF's Qwen3-VL video processing as configured by `video_cfg` (the checkpoint's JSON)."""
+    import torch
+
+    c = video_cfg | mm_kwargs
+    if c.get("do_resize", True) or c.get("do_sample_frames", True):
+        raise NotImplementedError("the stand-in models pre-sampled, pre-resized frames only")
+    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()  # T, C, H, W
+    mean = torch.tensor(c["image_mean"]).view(1, 3, 1, 1)
+    std = torch.tensor(c["image_std"]).view(1, 3, 1, 1)
+    x = (x * c["rescale_factor"] - mean) / std
+    tp, p, m = c["temporal_patch_size"], c["patch_size"], c["merge_size"]
+    while x.shape[0] % tp:
+        x = torch.cat([x, x[-1:]])
+    t, ch, h, w = x.shape
+    gt, gh, gw = t // tp, h // p, w // p
+    x = x.view(gt, tp, ch, gh // m, m, p, gw // m, m, p).permute(0, 3, 6, 4, 7, 2, 1, 5, 8)
+    return x.reshape(gt * gh * gw, ch * tp * p * p), (gt, gh, gw)
+
+
 def _engine_core() -> None:
     """The engine's child process (vLLM runs its engine core in one)."""
 
@@ -98,22 +118,7 @@ class LLM:
 
     # --- multimodal processing (the HF processor as vLLM calls it) ---
     def _pixels(self, frames: np.ndarray, mm_kwargs: dict):
-        import torch
-
-        c = self.video_cfg | mm_kwargs
-        if c.get("do_resize", True) or c.get("do_sample_frames", True):
-            raise NotImplementedError("the stand-in models pre-sampled, pre-resized frames only")
-        x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()  # T, C, H, W
-        mean = torch.tensor(c["image_mean"]).view(1, 3, 1, 1)
-        std = torch.tensor(c["image_std"]).view(1, 3, 1, 1)
-        x = (x * c["rescale_factor"] - mean) / std
-        tp, p, m = c["temporal_patch_size"], c["patch_size"], c["merge_size"]
-        while x.shape[0] % tp:
-            x = torch.cat([x, x[-1:]])
-        t, ch, h, w = x.shape
-        gt, gh, gw = t // tp, h // p, w // p
-        x = x.view(gt, tp, ch, gh // m, m, p, gw // m, m, p).permute(0, 3, 6, 4, 7, 2, 1, 5, 8)
-        return x.reshape(gt * gh * gw, ch * tp * p * p), (gt, gh, gw)
+        return video_pixels(self.video_cfg, frames, mm_kwargs)
 
     def _timestamps(self, meta: dict) -> list[float]:
         tp = self.video_cfg["temporal_patch_size"]
