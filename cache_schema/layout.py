@@ -25,9 +25,10 @@ reads them (checked with zarr 3.1 / xarray 2026.9), and no pickle codec is invol
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 from tjepa.cache_schema.joints import N_JOINTS
+from tjepa.config_io import ConfigMixin
 
 # Raw (no codec) for activations; compressed for everything small. Why: see the module docstring.
 RAW = "raw"
@@ -36,7 +37,7 @@ ZSTD = "zstd3"
 
 
 @dataclass(frozen=True)
-class StoreLayout:
+class StoreLayout(ConfigMixin):
     """Every size the arrays of one store depend on (all rows share it)."""
 
     n_past: int  # sampled observed frames (To)
@@ -84,22 +85,6 @@ class StoreLayout:
     @property
     def with_thumbs(self) -> bool:
         return self.thumb_size is not None
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["thumb_size"] = None if self.thumb_size is None else list(self.thumb_size)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> StoreLayout:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown StoreLayout keys {unknown} (written by a newer tjepa?)")
-        d = dict(d)
-        if d.get("thumb_size") is not None:
-            d["thumb_size"] = tuple(d["thumb_size"])
-        return cls(**d)
 
     def sizes(self) -> dict[str, int]:
         """Values of the symbols used in `ArraySpec.shape`."""

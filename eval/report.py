@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from tjepa.atomic import atomic_write_json
 from tjepa.errors import InputError
 
 REQUIRED_KEYS = ("ade", "fde", "acc", "split", "n")
@@ -70,15 +71,11 @@ def _check(metrics: Mapping[str, Any], where: str | Path) -> None:
 
 
 def write_metrics_json(out_dir: str | Path, metrics: Mapping[str, Any]) -> Path:
-    """Write `out_dir/metrics.json` atomically (temp file + rename); returns its path."""
+    """Write `out_dir/metrics.json` atomically (`tjepa.atomic`); returns its path."""
     out = Path(out_dir)
     _check(metrics, out / METRICS_FILE)
     out.mkdir(parents=True, exist_ok=True)
-    path = out / METRICS_FILE
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(to_jsonable(metrics), indent=2, allow_nan=False) + "\n")
-    os.replace(tmp, path)
-    return path
+    return atomic_write_json(out / METRICS_FILE, to_jsonable(metrics), indent=2, allow_nan=False)
 
 
 def _horizon_keys_to_int(block: Any) -> Any:

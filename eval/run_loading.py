@@ -23,7 +23,7 @@ from tjepa.train.checkpoint import load_run_model
 from tjepa.train.config import ModelConfig
 from tjepa.train.data import CacheDataset, StoreIndex, read_index
 from tjepa.train.model import ThinkJEPA
-from tjepa.train.run_config import RunPaths, TrainConfig
+from tjepa.train.run_config import RunPaths, TrainConfig, upgrade_document
 from tjepa.train.splits import SPLITS, Splits, read_splits
 
 CHECKPOINTS = ("best", "latest")
@@ -136,7 +136,7 @@ def load_run(run_dir: str | Path, store: str | Path, checkpoint: str = "best",
                 f"Retrain it, or restore the config.json it was written with.")
     doc = {**doc, **saved} if saved else doc
     splits = read_splits(run_dir, index.videos, index.done)
-    return LoadedRun(run_dir=run_dir, store=index.path, doc=doc, train_cfg=TrainConfig.from_dict(doc["train"]),
+    return LoadedRun(run_dir=run_dir, store=index.path, doc=doc, train_cfg=TrainConfig.from_dict(upgrade_document(doc)["train"]),
                      model_cfg=model.cfg, model=model, checkpoint=ckpt_path, epoch=int(ckpt["epoch"]),
                      best_val_ade=float(ckpt["best_val_ade"]), splits=splits, index=index, device=dev)
 

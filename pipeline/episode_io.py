@@ -12,13 +12,14 @@ from pathlib import Path
 
 import numpy as np
 
+from tjepa.config_io import ConfigMixin
 from tjepa.pipeline.sampling import causal_split
 from tjepa.pipeline.sources import Episode
 from tjepa.pipeline.video import VideoInfo, decode_frames, probe, validate_for_sampling
 
 
 @dataclass(frozen=True)
-class SamplingConfig:
+class SamplingConfig(ConfigMixin):
     """How frames are chosen and decoded; part of the store's fingerprint."""
 
     n_past: int = 32
@@ -27,14 +28,6 @@ class SamplingConfig:
     # further anyway, and decoding 1080p frames at full size costs far more than the models' input.
     decode_short_side: int = 292
     thumb_size: tuple[int, int] = (96, 128)
-
-    def to_dict(self) -> dict:
-        return {
-            "n_past": self.n_past,
-            "n_future": self.n_future,
-            "decode_short_side": self.decode_short_side,
-            "thumb_size": list(self.thumb_size),
-        }
 
 
 @dataclass

@@ -141,7 +141,7 @@ def test_config_mismatch_and_starting_over(tmp_path, store):
     with pytest.raises(ConfigMismatchError, match=r"train\.batch_size: 4 -> 2.*train\.seed: 42 -> 1"):
         Trainer(cfg(batch_size=2, seed=1), store, run, progress=False)
     with pytest.raises(ConfigMismatchError, match=r"model\.variant: 'thinkjepa' -> 'jepa'"):
-        Trainer(cfg(variant="jepa"), store, run, progress=False)
+        Trainer(cfg(), store, run, progress=False, model_overrides={"variant": "jepa"})
     same = Trainer(cfg(preload=True, num_workers=1), store, run, progress=False)  # operational only
     assert same.resuming and same.epoch == 1
     with pytest.warns(UserWarning, match="starting over"):

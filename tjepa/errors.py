@@ -28,3 +28,7 @@ class StoreFormatError(TjepaError):
 
 class StoreError(TjepaError):
     """The store itself cannot be written (disk full, permissions, changed under the job): fatal."""
+
+
+class ConfigError(TjepaError, ValueError):
+    """A configuration value or key the dataclass does not accept (names the key and what it takes)."""

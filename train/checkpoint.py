@@ -1,10 +1,8 @@
 """Checkpoints: plain dicts of tensors and JSON-able values (loadable with `weights_only=True`),
-written atomically (temp file in the same directory, fsync, `os.replace`) so a crash never leaves a
-half-written file behind."""
+written atomically (`tjepa.atomic`) so a crash never leaves a half-written file behind."""
 
 from __future__ import annotations
 
-import os
 import pickle
 import random
 from pathlib import Path
@@ -13,6 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from tjepa.atomic import atomic_write
 from tjepa.errors import ConfigMismatchError, InputError
 
 FORMAT = "tjepa-checkpoint"
@@ -21,22 +20,7 @@ VERSION = 1
 
 def atomic_save(obj: Any, path: str | Path) -> Path:
     """torch.save to `path` so that readers see either the old file or the complete new one."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:  # make the rename itself durable
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-    return path
+    return atomic_write(path, lambda fh: torch.save(obj, fh))
 
 
 def rng_state() -> dict[str, Any]:

@@ -9,13 +9,13 @@ with every component as the authors' release code builds it (like-for-like compa
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from tjepa.errors import ConfigMismatchError, StoreFormatError
+from tjepa.config_io import ConfigMixin, check_keys, converted, field_names, from_saved
+from tjepa.errors import ConfigError, StoreFormatError
 
 VARIANTS = ("thinkjepa", "jepa", "vlm")
 STREAMS = ("prompt", "think", "both")
@@ -31,7 +31,7 @@ COND_STYLES = ("ours", "release")
 
 
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(ConfigMixin):
     # --- inputs, as cached in the store ---
     vjepa_width: int = 1024  # D: V-JEPA 2 latent width
     grid_h: int = 16  # patch grid; P = grid_h * grid_w tokens per tubelet
@@ -127,19 +127,7 @@ class ModelConfig:
     def guided(self) -> bool:
         return self.variant != "jepa"
 
-    def replace(self, **changes: Any) -> ModelConfig:
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> ModelConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigMismatchError(f"unknown ModelConfig fields {unknown} (saved by a newer tjepa?)")
-        return cls(**data)
+    from_dict = classmethod(from_saved)  # a saved model config (checkpoint, run document)
 
     @classmethod
     def from_store_layout(
@@ -211,6 +199,24 @@ RELEASE = PAPER.replace(**RELEASE_COMPONENTS)
 TINY_RELEASE = TINY.replace(**RELEASE_COMPONENTS)
 
 PRESETS: dict[str, ModelConfig] = {"paper": PAPER, "tiny": TINY, "release": RELEASE, "tiny-release": TINY_RELEASE}
+
+
+# Fields that describe the store's arrays: they come from the store layout, never from the user.
+STORE_FIELDS = ("vjepa_width", "grid_h", "grid_w", "tubelet", "vlm_width", "levels", "n_past", "n_future",
+                "n_joints")
+
+
+def model_overrides(values: Mapping[str, Any] | None, where: str = "model") -> dict[str, Any]:
+    """User settings of ModelConfig fields (a `model:` section, `--set model.KEY=...`), each converted
+    to its field's type; an unknown key or a store-derived one is a ConfigError naming it."""
+    values = dict(values or {})
+    allowed = [f for f in field_names(ModelConfig) if f not in STORE_FIELDS]
+    taken = sorted(set(values) & set(STORE_FIELDS))
+    if taken:
+        raise ConfigError(f"{where} keys {taken} come from the store layout and cannot be set; "
+                          f"settable keys: {', '.join(sorted(allowed))}")
+    check_keys(ModelConfig, values, where, allowed)
+    return converted(ModelConfig, values, where)
 
 
 def preset(name: str, **overrides: Any) -> ModelConfig:

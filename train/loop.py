@@ -22,7 +22,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
-from tjepa.errors import TjepaError
+from tjepa.errors import ConfigError, TjepaError
 from tjepa.train.checkpoint import (
     atomic_save,
     make_checkpoint,
@@ -182,17 +182,22 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, store: str | Path, run_dir: str | Path, *, resume: bool = True,
                  progress: bool = True, model_overrides: dict[str, Any] | None = None):
         from tjepa.train.config import ModelConfig
+        from tjepa.train.config import model_overrides as model_overrides_of
+        from tjepa.train.config import preset as preset_config
         from tjepa.train.model import ThinkJEPA
 
         self.cfg, self.progress = cfg, progress
         self.d = _setup(cfg.device)
         self.amp = cfg.amp and self.d.device.type == "cuda"
         index = read_index(store)
-        with_tokens = cfg.conditioning == "crossattn"
+        overrides = model_overrides_of(model_overrides)
+        conditioning = overrides.get("conditioning", preset_config(cfg.preset).conditioning)
+        with_tokens = conditioning == "crossattn"
         probe = CacheDataset(store, rows=[], levels=cfg.levels, with_tokens=with_tokens)
-        self.model_cfg = ModelConfig.from_store_layout(
-            probe.model_layout(), cfg.preset, variant=cfg.variant, stream=cfg.stream,
-            level_mode=cfg.level_mode, conditioning=cfg.conditioning, **(model_overrides or {}))
+        try:
+            self.model_cfg = ModelConfig.from_store_layout(probe.model_layout(), cfg.preset, **overrides)
+        except ValueError as err:  # a setting that does not fit this store (e.g. pairs with To != Tf)
+            raise ConfigError(f"model: {err}") from None
         self.doc = run_document(cfg, self.model_cfg.to_dict(), index.path, index.fingerprint, probe.levels)
         self.paths = RunPaths(Path(run_dir))
         if self.d.main:

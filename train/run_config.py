@@ -9,7 +9,6 @@ RUN/ckpt_latest.pt, RUN/ckpt_best.pt
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import warnings
@@ -17,14 +16,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tjepa.errors import ConfigMismatchError, InputError, TjepaError
+from tjepa.atomic import atomic_write_json, remove_stale_temps
+from tjepa.config_io import ConfigMixin, config_diff, from_dict, from_saved, sections
+from tjepa.errors import ConfigError, ConfigMismatchError, InputError, TjepaError
+from tjepa.train.config import PRESETS, STORE_FIELDS, model_overrides
 
 # Settings that change how fast a run goes, not what it computes: a resumed run may change them.
 OPERATIONAL = frozenset({"num_workers", "preload", "device", "progress"})
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(ConfigMixin):
     """Stage-two training settings (published defaults, docs/method.md section 6)."""
 
     epochs: int = 200
@@ -38,12 +40,7 @@ class TrainConfig:
     num_workers: int = 0
     preload: bool = False
     levels: tuple[int, ...] | None = None  # captured decoder layer numbers to use (None = all)
-    # passed through to the model config
-    variant: str = "thinkjepa"
-    preset: str = "paper"
-    stream: str = "both"
-    level_mode: str = "all"
-    conditioning: str = "film"
+    preset: str = "paper"  # the model config the run starts from (train.config.PRESETS)
     # data
     limit: int | None = None  # cap on train and val rows each (quick runs); splits.json stays complete
     fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
@@ -54,6 +51,8 @@ class TrainConfig:
         if self.epochs < 1 or self.batch_size < 1 or self.num_workers < 0:
             raise TjepaError(f"epochs and batch_size must be >= 1 and num_workers >= 0, got "
                              f"{self.epochs}, {self.batch_size}, {self.num_workers}")
+        if self.preset not in PRESETS:
+            raise TjepaError(f"unknown model preset {self.preset!r}; choose one of {sorted(PRESETS)}")
         if self.limit is not None and self.limit < 1:
             raise TjepaError(f"limit must be >= 1 or None, got {self.limit}")
         if self.levels is not None:
@@ -69,24 +68,29 @@ class TrainConfig:
         steps = sum(epoch >= m for m in self.head_milestones() if m > 0)
         return self.lr_head * self.head_lr_decay**steps, self.lr_predictor
 
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["levels"] = None if self.levels is None else list(self.levels)
-        d["fractions"] = list(self.fractions)
-        return d
+    from_dict = classmethod(from_saved)  # a saved run document's train section
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigMismatchError(f"unknown TrainConfig fields {unknown} (saved by a newer tjepa?)")
-        data = dict(data)
-        if data.get("levels") is not None:
-            data["levels"] = tuple(data["levels"])
-        if "fractions" in data:
-            data["fractions"] = tuple(data["fractions"])
-        return cls(**data)
+
+RUN_SECTIONS = ("train", "model")
+
+
+def run_settings(doc: dict[str, Any]) -> tuple[TrainConfig, dict[str, Any]]:
+    """(TrainConfig, model overrides) from a config document with sections `train` (TrainConfig
+    fields) and `model` (ModelConfig fields over the preset), typed and validated by the dataclasses.
+
+    A run document (RUN/config.json) is accepted too, so a run can be re-created from its directory:
+    its train and model sections are taken, less the model fields that come from the store."""
+    if "store" in doc and "tjepa_version" in doc:
+        doc = upgrade_document(doc)
+        model = {k: v for k, v in (doc.get("model") or {}).items() if k not in STORE_FIELDS}
+        doc = {"train": doc.get("train") or {}, "model": model}
+    secs = sections(doc, RUN_SECTIONS, "train config")
+    cfg, model = from_dict(TrainConfig, secs["train"], "train"), model_overrides(secs["model"])
+    try:  # the model config's own checks, now rather than after the store is opened
+        PRESETS[cfg.preset].replace(**model)
+    except ValueError as err:
+        raise ConfigError(f"model: {err}") from None
+    return cfg, model
 
 
 @dataclass(frozen=True)
@@ -125,31 +129,24 @@ def run_document(train: TrainConfig, model: dict[str, Any], store_path: str, fin
             "levels": list(levels), "tjepa_version": __version__}
 
 
-def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(d, dict):
-        out: dict[str, Any] = {}
-        for k, v in d.items():
-            out.update(_flat(v, f"{prefix}{k}."))
-        return out
-    return {prefix[:-1]: d}
+# Run documents written before the model fields left TrainConfig carried copies of them here; the
+# same values are in their "model" section, so reading such a document simply drops these.
+LEGACY_TRAIN_KEYS = ("variant", "stream", "level_mode", "conditioning")
+
+
+def upgrade_document(doc: dict[str, Any]) -> dict[str, Any]:
+    """A run document in today's shape (older documents repeat model fields in `train`)."""
+    train = doc.get("train")
+    if isinstance(train, dict) and any(k in train for k in LEGACY_TRAIN_KEYS):
+        doc = {**doc, "train": {k: v for k, v in train.items() if k not in LEGACY_TRAIN_KEYS}}
+    return doc
 
 
 def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """'key: old -> new' for every setting that changes what a run computes (paths, versions and
     operational settings excluded)."""
     ignore = {f"train.{k}" for k in OPERATIONAL} | {"store.path", "tjepa_version"}
-    a, b = _flat(old), _flat(new)
-    return [f"{k}: {a.get(k, '<absent>')!r} -> {b.get(k, '<absent>')!r}"
-            for k in sorted(set(a) | set(b)) if k not in ignore and a.get(k) != b.get(k)]
-
-
-def write_json_atomic(path: Path, doc: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w") as fh:
-        fh.write(json.dumps(doc, indent=1) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    return config_diff(upgrade_document(old), upgrade_document(new), ignore, show=repr, absent="'<absent>'")
 
 
 def prepare_run_dir(run_dir: str | Path, doc: dict[str, Any], resume: bool = True) -> tuple[RunPaths, bool]:
@@ -168,8 +165,7 @@ def prepare_run_dir(run_dir: str | Path, doc: dict[str, Any], resume: bool = Tru
         probe.unlink()
     except OSError as err:
         raise InputError(paths.root, f"cannot write the run directory ({err.strerror or err})") from err
-    for stale in paths.root.glob(".*.tmp*"):  # temp files of writes killed mid-way (atomic_save)
-        stale.unlink(missing_ok=True)
+    remove_stale_temps(paths.root)  # temp files of writes killed mid-way
     has_ckpt = paths.latest.exists()
     if resume and has_ckpt:
         if not paths.config.exists():
@@ -183,7 +179,7 @@ def prepare_run_dir(run_dir: str | Path, doc: dict[str, Any], resume: bool = Tru
             raise ConfigMismatchError(
                 f"{paths.root} holds a run with a different configuration: " + "; ".join(diff)
                 + ". Use another --out, or --no-resume to start this directory over.")
-        write_json_atomic(paths.config, doc)  # operational settings may have changed
+        atomic_write_json(paths.config, doc)  # operational settings may have changed
         return paths, True
     if has_ckpt or paths.metrics.exists():
         why = "--no-resume" if has_ckpt else "no checkpoint to resume from"
@@ -191,7 +187,7 @@ def prepare_run_dir(run_dir: str | Path, doc: dict[str, Any], resume: bool = Tru
                       UserWarning, stacklevel=2)
     for p in (paths.latest, paths.best, paths.metrics, paths.splits):
         p.unlink(missing_ok=True)
-    write_json_atomic(paths.config, doc)
+    atomic_write_json(paths.config, doc)
     return paths, False
 
 

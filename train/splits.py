@@ -15,13 +15,13 @@ resumed run use exactly the same split even if the store gains rows later.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from tjepa.atomic import atomic_write_json
 from tjepa.errors import InputError, TjepaError
 
 SPLITS = ("train", "val", "test")
@@ -108,11 +108,7 @@ def splits_to_json(splits: Splits, videos: Sequence[str]) -> dict:
 
 def write_splits(run_dir: str | Path, splits: Splits, videos: Sequence[str]) -> Path:
     """Write RUN/splits.json atomically."""
-    path = Path(run_dir) / SPLITS_FILE
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(splits_to_json(splits, videos), indent=1) + "\n")
-    os.replace(tmp, path)
-    return path
+    return atomic_write_json(Path(run_dir) / SPLITS_FILE, splits_to_json(splits, videos))
 
 
 def read_splits(run_dir: str | Path, videos: Sequence[str], done: Sequence[bool] | np.ndarray) -> Splits:

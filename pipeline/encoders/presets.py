@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from tjepa.config_io import ConfigMixin
 from tjepa.errors import TjepaError
 from tjepa.pipeline.encoders.builders import QWEN_DIR, VJEPA_DIR, build_tiny_models, read_marker
 from tjepa.pipeline.encoders.prompt import PROMPT_RENDERING
@@ -48,7 +49,7 @@ DTYPES = ("float32", "bfloat16", "float16")
 
 
 @dataclass(frozen=True)
-class EncoderConfig:
+class EncoderConfig(ConfigMixin):
     """Everything about the encoders that determines the cached features (the fingerprint content)."""
 
     preset: str
@@ -75,16 +76,6 @@ class EncoderConfig:
     # Where to load from: not part of the fingerprint (see the module docstring).
     vjepa_path: str = field(default="", compare=False)
     qwen_path: str = field(default="", compare=False)
-
-    def to_dict(self) -> dict:
-        """Canonical, JSON-able; excludes the load paths."""
-        out = {}
-        for f in fields(self):
-            if f.name in ("vjepa_path", "qwen_path"):
-                continue
-            v = getattr(self, f.name)
-            out[f.name] = list(v) if isinstance(v, tuple) else v
-        return out
 
     def sources(self) -> dict:
         """Load paths (for provenance; not fingerprinted)."""

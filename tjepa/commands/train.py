@@ -1,4 +1,9 @@
-"""`tjepa train`: train a stage-two model on a feature store (resumes RUN automatically)."""
+"""`tjepa train`: train a stage-two model on a feature store (resumes RUN automatically).
+
+Settings come, in rising precedence, from the dataclass defaults (`TrainConfig`, and `ModelConfig`
+of the chosen preset), `--config FILE` (sections `train:` and `model:`; a run's `config.json` works
+too), the plain flags below, and `--set section.key=value` (repeatable; any field of either config).
+"""
 
 from __future__ import annotations
 
@@ -40,55 +45,71 @@ class Conditioning(str, Enum):
     crossattn = "crossattn"
 
 
-def _levels(text: str | None) -> tuple[int, ...] | None:
+def _levels(text: str | None) -> list[int] | None:
     if text is None or text.strip().lower() in ("", "all"):
         return None
     try:
-        return tuple(int(x) for x in text.split(","))
+        return [int(x) for x in text.split(",")]
     except ValueError as err:
         raise typer.BadParameter(f"expected comma-separated layer numbers like 0,4,8, got {text!r}") from err
+
+
+def flag_settings(**given: object) -> dict[str, dict[str, object]]:
+    """The flags the user gave (None = not given) as a config document: `section__key` -> section.key."""
+    doc: dict[str, dict[str, object]] = {}
+    for name, value in given.items():
+        if value is not None:
+            section, key = name.split("__")
+            doc.setdefault(section, {})[key] = value.value if isinstance(value, Enum) else value
+    return doc
 
 
 def train(
     cache: Annotated[Path, typer.Option("--cache", help="Feature store written by `tjepa cache`.")],
     out: Annotated[Path, typer.Option("--out", help="Run directory (config, splits, metrics, checkpoints).")],
-    variant: Annotated[Variant, typer.Option(help="thinkjepa, or a baseline: jepa (no VLM), vlm (no V-JEPA).")] = Variant.thinkjepa,
-    preset: Annotated[Preset, typer.Option(help="paper (published sizes), tiny, or the authors' release components at "
-                                            "either size: release, tiny-release.")] = Preset.paper,
-    epochs: Annotated[int, typer.Option(min=1, help="Epochs (published: 200).")] = 200,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Batch size per process.")] = 16,
-    seed: Annotated[int, typer.Option(help="Training seed (init, shuffling, dropout).")] = 42,
-    split_seed: Annotated[int, typer.Option("--split-seed", help="Seed of the group-disjoint split.")] = 42,
-    lr_head: Annotated[float, typer.Option("--lr-head", min=0.0, help="Head learning rate (x0.1 at E/3 and 2E/3).")] = 1e-3,
-    lr_predictor: Annotated[float, typer.Option("--lr-predictor", min=0.0, help="Predictor + guidance learning rate (flat).")] = 1e-4,
+    config: Annotated[Path | None, typer.Option("--config", help="YAML with `train:` / `model:` sections (or a RUN/config.json).")] = None,
+    settings: Annotated[list[str] | None, typer.Option("--set", help="section.key=value for any TrainConfig / ModelConfig field, e.g. model.depth=1 (repeatable).")] = None,
+    variant: Annotated[Variant | None, typer.Option(help="thinkjepa (default), or a baseline: jepa (no VLM), vlm (no V-JEPA).")] = None,
+    preset: Annotated[Preset | None, typer.Option(help="paper (published sizes, default), tiny, or the authors' release components at "
+                                                   "either size: release, tiny-release.")] = None,
+    epochs: Annotated[int | None, typer.Option(min=1, help="Epochs (published: 200).")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, help="Batch size per process (default 16).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Training seed: init, shuffling, dropout (default 42).")] = None,
+    split_seed: Annotated[int | None, typer.Option("--split-seed", help="Seed of the group-disjoint split (default 42).")] = None,
+    lr_head: Annotated[float | None, typer.Option("--lr-head", min=0.0, help="Head learning rate, x0.1 at E/3 and 2E/3 (default 1e-3).")] = None,
+    lr_predictor: Annotated[float | None, typer.Option("--lr-predictor", min=0.0, help="Predictor + guidance learning rate, flat (default 1e-4).")] = None,
     levels: Annotated[str | None, typer.Option(help="Captured decoder layers to use, e.g. 0,4,8 (default all).")] = None,
-    stream: Annotated[Stream, typer.Option(help="VLM token streams used as guidance.")] = Stream.both,
-    level_mode: Annotated[LevelMode, typer.Option("--level-mode", help="Pyramid (all) or one level for every layer.")] = LevelMode.all,
-    conditioning: Annotated[Conditioning, typer.Option(help="film, adaln, or crossattn (needs cached tokens).")] = Conditioning.film,
+    stream: Annotated[Stream | None, typer.Option(help="VLM token streams used as guidance (default both).")] = None,
+    level_mode: Annotated[LevelMode | None, typer.Option("--level-mode", help="Pyramid (all, default) or one level for every layer.")] = None,
+    conditioning: Annotated[Conditioning | None, typer.Option(help="film (default), adaln, or crossattn (needs cached tokens).")] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="Use at most this many train and val videos each.")] = None,
-    preload: Annotated[bool, typer.Option("--preload/--no-preload", help="Read the needed arrays into memory first.")] = False,
-    num_workers: Annotated[int, typer.Option("--num-workers", min=0, help="DataLoader worker processes.")] = 0,
-    amp: Annotated[bool, typer.Option("--amp/--no-amp", help="fp16 autocast + grad scaler (CUDA only).")] = True,
+    preload: Annotated[bool | None, typer.Option("--preload/--no-preload", help="Read the needed arrays into memory first.")] = None,
+    num_workers: Annotated[int | None, typer.Option("--num-workers", min=0, help="DataLoader worker processes (default 0).")] = None,
+    amp: Annotated[bool | None, typer.Option("--amp/--no-amp", help="fp16 autocast + grad scaler, CUDA only (default on).")] = None,
     resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Continue RUN's checkpoint, or start over.")] = True,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    device: Annotated[str | None, typer.Option(help="auto (default), cpu, cuda or cuda:N.")] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
 ) -> None:
     """Train ThinkJEPA (or a baseline) on cached features; DDP when launched with torchrun."""
     from rich.console import Console
 
+    from tjepa.config_io import load_file, merge, overrides
     from tjepa.train.loop import Trainer
-    from tjepa.train.run_config import TrainConfig
+    from tjepa.train.run_config import run_settings
 
-    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, seed=seed, split_seed=split_seed, lr_head=lr_head,
-                      lr_predictor=lr_predictor,
-                      levels=_levels(levels), variant=variant.value, preset=preset.value, stream=stream.value,
-                      level_mode=level_mode.value, conditioning=conditioning.value, limit=limit, preload=preload,
-                      num_workers=num_workers, amp=amp, device=device)
-    trainer = Trainer(cfg, cache, out, resume=resume, progress=progress)
+    flags = flag_settings(
+        train__epochs=epochs, train__batch_size=batch_size, train__seed=seed, train__split_seed=split_seed,
+        train__lr_head=lr_head, train__lr_predictor=lr_predictor, train__levels=_levels(levels),
+        train__preset=preset, train__limit=limit, train__preload=preload, train__num_workers=num_workers,
+        train__amp=amp, train__device=device, model__variant=variant, model__stream=stream,
+        model__level_mode=level_mode, model__conditioning=conditioning)
+    doc = merge(load_file(config) if config else {}, flags, overrides(settings or []))
+    cfg, model = run_settings(doc)
+    trainer = Trainer(cfg, cache, out, resume=resume, progress=progress, model_overrides=model)
     console = Console(stderr=True)
     if trainer.d.main:
         what = f"resuming after epoch {trainer.epoch}" if trainer.resuming else "starting"
-        console.print(f"{what}: {cfg.variant} ({cfg.preset}) on {len(trainer.train_ds)} train / "
+        console.print(f"{what}: {trainer.model_cfg.variant} ({cfg.preset}) on {len(trainer.train_ds)} train / "
                       f"{len(trainer.splits.val)} val videos, device {trainer.d.device}"
                       f"{' x' + str(trainer.d.world) if trainer.d.world > 1 else ''}, "
                       f"amp {'on' if trainer.amp else 'off'}", highlight=False)
