@@ -1,6 +1,9 @@
 """The store's geometry (`StoreLayout`) and the table of every array it holds (`ARRAYS`).
 
-Schema v1. One row per video; every array's first dimension is the row ("video").
+Schema v2. One row per video; every array's first dimension is the row ("video").
+v2 stores the per-token VLM states as bfloat16 bit patterns in uint16 (array attribute
+`dtype: "bfloat16"`; v1 had float16, which real checkpoints' massive activations overflow) and adds
+`index/run`, the run that wrote each row.
 
 Chunking. Two kinds, chosen so that exactly one process ever writes a given file:
 - "row" arrays (the features, targets, thumbnails): one video per chunk, `rows_per_shard` videos
@@ -32,6 +35,7 @@ from tjepa.config_io import ConfigMixin
 
 # Raw (no codec) for activations; compressed for everything small. Why: see the module docstring.
 RAW = "raw"
+BFLOAT16 = "bfloat16"  # a logical dtype: stored as its uint16 bit pattern (bf16.py)
 SHUFFLE_ZSTD = "blosc-zstd3-shuffle"
 ZSTD = "zstd3"
 
@@ -103,7 +107,7 @@ class ArraySpec:
 
     path: str
     shape: tuple[str, ...]
-    dtype: str  # numpy dtype name, or "str" (zarr v3 variable-length UTF-8)
+    dtype: str  # numpy dtype name, "bfloat16" (stored as uint16 bits) or "str" (zarr v3 variable-length UTF-8)
     dims: tuple[str, ...]  # dimension names, including the leading "video"
     meaning: str
     chunking: str  # "row" (one video per chunk, sharded) or "block" (rows_per_shard per chunk)
@@ -115,6 +119,19 @@ class ArraySpec:
     def field(self) -> str:
         """The `RowData` field (or coordinator-owned index column) this array holds."""
         return _FIELD_NAMES.get(self.path, self.path.split("/", 1)[1])
+
+    @property
+    def stored_dtype(self) -> str:
+        """The dtype zarr holds: bfloat16 is kept as its uint16 bit pattern."""
+        return "uint16" if self.dtype == BFLOAT16 else self.dtype
+
+    def decode(self, x):
+        """Stored values -> what readers get (bfloat16 bits -> float32; everything else as stored)."""
+        if self.dtype != BFLOAT16:
+            return x
+        from tjepa.cache_schema.bf16 import from_bf16_bits
+
+        return from_bf16_bits(x)
 
     def row_shape(self, layout: StoreLayout) -> tuple[int, ...]:
         sizes = layout.sizes()
@@ -135,7 +152,7 @@ class ArraySpec:
             return None
         import numpy as np
 
-        return int(math.prod(self.row_shape(layout)) * np.dtype(self.dtype).itemsize)
+        return int(math.prod(self.row_shape(layout)) * np.dtype(self.stored_dtype).itemsize)
 
 
 def _a(path, shape, dtype, dims, meaning, chunking, codec, fill, when=None) -> ArraySpec:
@@ -144,6 +161,7 @@ def _a(path, shape, dtype, dims, meaning, chunking, codec, fill, when=None) -> A
 
 _FIELD_NAMES = {"vjepa/past": "vjepa_past", "vjepa/future": "vjepa_future", "thumbs/last_past": "thumb"}
 NAN = float("nan")
+BF16_NAN_BITS = 0x7FC0  # unwritten bfloat16 rows read as NaN, like the float arrays
 B, R = "block", "row"
 # fmt: off
 ARRAYS: tuple[ArraySpec, ...] = (
@@ -156,6 +174,8 @@ ARRAYS: tuple[ArraySpec, ...] = (
     _a("index/fps", (), "float32", (), "source frame rate", B, ZSTD, NAN),
     _a("index/width", (), "int32", (), "source video width in pixels", B, ZSTD, 0),
     _a("index/height", (), "int32", (), "source video height in pixels", B, ZSTD, 0),
+    _a("index/run", (), "int16", (), "run that wrote the row: 0 the creating run, k the k-th of attribute runs; -1 "
+       "unwritten", B, ZSTD, -1),
     _a("index/past_idx", ("To",), "int32", ("past_frame",), "source frame index of each observed frame", B, ZSTD, -1),
     _a("index/future_idx", ("Tf",), "int32", ("future_frame",), "source frame index of each future frame", B, ZSTD, -1),
     _a("vjepa/past", ("To/t", "P", "D"), "float16", ("past_tubelet", "patch", "channel"),
@@ -170,10 +190,10 @@ ARRAYS: tuple[ArraySpec, ...] = (
     _a("vlm/think_len", (), "int32", (), "generated tokens behind think_mean", B, ZSTD, 0),
     _a("vlm/think_ids", ("K",), "int32", ("think_token",), "generated token ids, -1 padded after think_len", B, ZSTD, -1),
     _a("vlm/think_text", (), "str", (), "decoded generated text", B, ZSTD, ""),
-    _a("vlm/prompt_tokens", ("L", "Smax", "H"), "float16", ("level", "prompt_token", "hidden"),
-       "per-token prompt hidden states, zero padded after prompt_len", R, RAW, NAN, "tokens"),
-    _a("vlm/think_tokens", ("L", "K", "H"), "float16", ("level", "think_token", "hidden"),
-       "per-token generated hidden states, zero padded after think_len", R, RAW, NAN, "tokens"),
+    _a("vlm/prompt_tokens", ("L", "Smax", "H"), BFLOAT16, ("level", "prompt_token", "hidden"),
+       "per-token prompt hidden states, zero padded after prompt_len", R, RAW, BF16_NAN_BITS, "tokens"),
+    _a("vlm/think_tokens", ("L", "K", "H"), BFLOAT16, ("level", "think_token", "hidden"),
+       "per-token generated hidden states, zero padded after think_len", R, RAW, BF16_NAN_BITS, "tokens"),
     _a("targets/joints_past", ("To", "J", "3"), "float32", ("past_frame", "joint", "xyz"),
        "hand joints at the observed frames, world frame, metres (0 where not finite)", R, SHUFFLE_ZSTD, NAN, "targets"),
     _a("targets/joints_future", ("Tf", "J", "3"), "float32", ("future_frame", "joint", "xyz"),
@@ -216,5 +236,6 @@ def markdown_table() -> str:
     lines = ["| path | shape | dtype | dimension names | meaning |", "| --- | --- | --- | --- | --- |"]
     for s in ARRAYS:
         shape = "(" + ", ".join(("N", *s.shape)) + ("," if not s.shape else "") + ")"
-        lines.append(f"| `{s.path}` | {shape} | {s.dtype} | {', '.join(s.dims)} | {s.meaning}{when[s.when]} |")
+        dtype = "bfloat16 (as uint16 bits)" if s.dtype == BFLOAT16 else s.dtype
+        lines.append(f"| `{s.path}` | {shape} | {dtype} | {', '.join(s.dims)} | {s.meaning}{when[s.when]} |")
     return "\n".join(lines)

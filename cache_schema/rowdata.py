@@ -2,6 +2,9 @@
 
 The store promises that a done row is complete, finite and causal, so `encode_row` checks before
 anything is written and raises `RowDataError` (the caller marks that video failed and goes on).
+Values must also fit their stored dtype: float16 V-JEPA latents, float32 means and targets, and the
+per-token VLM states as bfloat16 bit patterns (uint16), which keep float32's range; `decode_row`
+hands tokens back as float32.
 """
 
 from __future__ import annotations
@@ -11,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from tjepa.cache_schema.layout import ArraySpec, StoreLayout
+from tjepa.cache_schema.bf16 import BF16_MAX, count_non_finite_bits, from_bf16_bits, to_bf16_bits
+from tjepa.cache_schema.layout import BFLOAT16, ArraySpec, StoreLayout
 
 TARGET_FIELDS = ("joints_past", "joints_future", "valid_past", "valid_future", "cam_past", "cam_future",
                  "intrinsics")
@@ -82,11 +86,15 @@ class _Checker:
         bad = int((~np.isfinite(raw)).sum())
         if bad:
             self.fail(f"{name} has {bad} non-finite value(s)")
-        with np.errstate(over="ignore"):  # reported below, with a better message than numpy's
-            a = raw.astype(dtype)
-        bad = int((~np.isfinite(a)).sum())
+        if dtype == BFLOAT16:  # stored as bit patterns (see bf16.py)
+            a = to_bf16_bits(raw)
+            bad, top = count_non_finite_bits(a), BF16_MAX
+        else:
+            with np.errstate(over="ignore"):  # reported below, with a better message than numpy's
+                a = raw.astype(dtype)
+            bad, top = int((~np.isfinite(a)).sum()), float(np.finfo(dtype).max)
         if bad:
-            self.fail(f"{name}: {bad} value(s) overflow {dtype} (max {float(np.finfo(dtype).max):g})")
+            self.fail(f"{name}: {bad} value(s) overflow {dtype} (max {top:g})")
         return a
 
     def scalar_int(self, value: Any, name: str, lo: int, hi: int | None = None) -> np.int32:
@@ -100,10 +108,10 @@ class _Checker:
         a = np.asarray(value) if value is not None else self.fail(f"{name} is missing (layout keeps tokens)")
         if a.ndim != 3 or a.shape[0] != L or a.shape[2] != H or a.shape[1] not in (n_used, cap):
             self.fail(f"{name} has shape {a.shape}, expected ({L}, {n_used} or {cap}, {H})")
-        a = self.floats(a, name, a.shape, "float16")
-        out = np.zeros((L, cap, H), np.float16)
+        a = self.floats(a, name, a.shape, BFLOAT16)
+        out = np.zeros((L, cap, H), np.uint16)  # bit pattern 0 is +0.0
         out[:, :n_used] = a[:, :n_used]
-        if a.shape[1] == cap and np.any(a[:, n_used:]):
+        if a.shape[1] == cap and np.any(a[:, n_used:] & np.uint16(0x7FFF)):  # -0.0 counts as zero
             self.fail(f"{name} is non-zero beyond its length {n_used}")
         return out
 
@@ -183,7 +191,7 @@ def encode_row(layout: StoreLayout, specs: list[ArraySpec], d: RowData, row: int
         out["thumb"] = c.array(d.thumb, "thumb", (*layout.thumb_size, 3), "uint8")
     elif d.thumb is not None:
         c.fail("a thumbnail was given but the store layout has none (thumb_size=None)")
-    wanted = {s.field for s in specs} - {"video", "group", "status", "source_size", "source_mtime"}
+    wanted = {s.field for s in specs} - {"video", "group", "status", "source_size", "source_mtime", "run"}
     if wanted != set(out):
         raise RuntimeError(f"encode_row is out of sync with the array table: {sorted(wanted ^ set(out))}")
     return out
@@ -220,8 +228,8 @@ def decode_row(layout: StoreLayout, v: dict[str, Any]) -> RowData:
         prompt_mean=np.asarray(v["prompt_mean"]), think_mean=np.asarray(v["think_mean"]),
         prompt_len=int(v["prompt_len"]), think_len=int(v["think_len"]),
         think_ids=np.asarray(v["think_ids"]), think_text=str(v["think_text"]),
-        prompt_tokens=np.asarray(v["prompt_tokens"]) if layout.keep_tokens else None,
-        think_tokens=np.asarray(v["think_tokens"]) if layout.keep_tokens else None,
+        prompt_tokens=from_bf16_bits(v["prompt_tokens"]) if layout.keep_tokens else None,
+        think_tokens=from_bf16_bits(v["think_tokens"]) if layout.keep_tokens else None,
         thumb=np.asarray(v["thumb"]) if layout.with_thumbs else None,
         **targets,
     )

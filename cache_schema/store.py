@@ -1,4 +1,4 @@
-"""`FeatureStore`: the one Zarr v3 store of stage one (schema v1); `RowData`: what one video contributes.
+"""`FeatureStore`: the one Zarr v3 store of stage one (schema v2); `RowData`: what one video contributes.
 
 Who writes what (zarr has no locks):
 - the coordinator creates the store, grows every array (`add_rows`) and rewrites source signatures
@@ -19,6 +19,7 @@ import numpy as np
 
 from tjepa.cache_schema.fingerprint import canonicalize, config_diff, fingerprint
 from tjepa.cache_schema.layout import (
+    BFLOAT16,
     COORDINATOR_FIELDS,
     RAW,
     SHUFFLE_ZSTD,
@@ -31,7 +32,7 @@ from tjepa.cache_schema.rowdata import RowData, RowDataError, decode_row, encode
 from tjepa.errors import ConfigMismatchError, StoreFormatError, TjepaError
 
 FORMAT = "tjepa-cache"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 PENDING, DONE, FAILED = 0, 1, 2
 
 __all__ = ["FORMAT", "SCHEMA_VERSION", "PENDING", "DONE", "FAILED", "FeatureStore", "RowData", "RowDataError",
@@ -60,6 +61,11 @@ def read_root_attrs(path: str | Path) -> dict:
     version = attrs.get("version")
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise StoreFormatError(f"{path}: unknown schema version {version!r}")
+    if version < SCHEMA_VERSION:
+        raise StoreFormatError(f"{path}: written by schema v{version}, this tjepa reads v{SCHEMA_VERSION} only (v2 keeps "
+                               "per-token VLM states as bfloat16 instead of float16 and records which run wrote each "
+                               "row): rebuild it with `tjepa cache` into a new --out, or read it with the tjepa "
+                               "release that wrote it")
     if version > SCHEMA_VERSION:
         raise StoreFormatError(f"{path}: written by schema v{version}, this tjepa reads v{SCHEMA_VERSION}: "
                                "upgrade tjepa")
@@ -125,6 +131,7 @@ class FeatureStore:
         self.ledger = Ledger(ledger if ledger is not None else path / LEDGER_NAME)
         self.specs = array_specs(self.layout)
         self._arrays: dict[str, Any] = {}
+        self.run_id = 0  # the run this handle writes for (open_or_create sets it for later runs)
 
     # ---- opening -------------------------------------------------------------------------------
     @classmethod
@@ -159,11 +166,11 @@ class FeatureStore:
                     shape=(0, *spec.row_shape(layout)),
                     chunks=spec.chunks(layout),
                     shards=spec.shards(layout),
-                    dtype=str if spec.dtype == "str" else spec.dtype,
+                    dtype=str if spec.dtype == "str" else spec.stored_dtype,
                     compressors=_compressors(spec),
                     fill_value=spec.fill,
                     dimension_names=spec.dims,
-                    attributes={"meaning": spec.meaning},
+                    attributes={"meaning": spec.meaning, **({"dtype": spec.dtype} if spec.dtype == BFLOAT16 else {})},
                 )
             group.attrs.update(attrs)
             if path.exists():
@@ -214,6 +221,7 @@ class FeatureStore:
         runs = list(store._group.attrs.get("runs", []))
         runs.append(canonicalize(provenance, "provenance"))
         store._group.attrs["runs"] = runs  # provenance of every later run that may add rows
+        store.run_id = len(runs)  # what index/run records for the rows this run writes
         return store
 
     # ---- geometry ------------------------------------------------------------------------------
@@ -336,16 +344,17 @@ class FeatureStore:
         Pure computation (nothing is written), so a writer can reject one bad row and store the rest."""
         return encode_row(self.layout, self.specs, data, int(row))
 
-    def write_rows(self, rows: list[int], datas: list[RowData]) -> None:
+    def write_rows(self, rows: list[int], datas: list[RowData], run: int = 0) -> None:
         """Several rows (ideally whole shards, which avoids read-modify-write): all data, then all statuses.
 
         Raises RowDataError before writing anything if any row is invalid (see `encode`)."""
         if len(rows) != len(datas):
             raise ValueError("write_rows: rows and datas differ in length")
-        self.write_encoded(rows, [self.encode(r, d) for r, d in zip(rows, datas, strict=True)])
+        self.write_encoded(rows, [self.encode(r, d) for r, d in zip(rows, datas, strict=True)], run)
 
-    def write_encoded(self, rows: list[int], encoded: list[dict[str, np.ndarray]]) -> None:
-        """Rows already checked by `encode`: all data, then all statuses (done)."""
+    def write_encoded(self, rows: list[int], encoded: list[dict[str, np.ndarray]], run: int = 0) -> None:
+        """Rows already checked by `encode`: all data, then all statuses (done). `run`: which run wrote
+        them (0 the creating run, k the k-th entry of the `runs` attribute; see `open_or_create`)."""
         self._require_writable()
         if len(rows) != len(encoded):
             raise ValueError("write_encoded: rows and encoded differ in length")
@@ -357,19 +366,22 @@ class FeatureStore:
             raise ValueError("write_rows: duplicate rows")
         self._check_rows(rows_sorted)
         encoded = [encoded[i] for i in order]
-        runs = np.split(np.arange(len(rows_sorted)), np.nonzero(np.diff(rows_sorted) != 1)[0] + 1)
+        segments = np.split(np.arange(len(rows_sorted)), np.nonzero(np.diff(rows_sorted) != 1)[0] + 1)
         for spec in self.specs:
             if spec.field in COORDINATOR_FIELDS or spec.field == "status":
                 continue
             arr = self.array(spec.path)
-            for run in runs:
-                start = int(rows_sorted[run[0]])
-                block = np.stack([encoded[j][spec.field] for j in run])
-                arr[start:start + len(run)] = block
+            for seg in segments:
+                start = int(rows_sorted[seg[0]])
+                if spec.field == "run":
+                    block = np.full(len(seg), run, np.int16)
+                else:
+                    block = np.stack([encoded[j][spec.field] for j in seg])
+                arr[start:start + len(seg)] = block
         status = self.array("index/status")
-        for run in runs:  # last: the row counts only now
-            start = int(rows_sorted[run[0]])
-            status[start:start + len(run)] = np.full(len(run), DONE, np.uint8)
+        for seg in segments:  # last: the row counts only now
+            start = int(rows_sorted[seg[0]])
+            status[start:start + len(seg)] = np.full(len(seg), DONE, np.uint8)
 
     def mark_failed(self, row: int, video: str, reason: str) -> None:
         """Status failed and one ledger line (time, video, row, reason); the ledger line comes first."""
@@ -393,7 +405,7 @@ class FeatureStore:
         """Everything stored for one row, at the stored (padded) shapes."""
         self._check_rows(np.asarray([row]))
         values = {spec.field: self.array(spec.path)[int(row)] for spec in self.specs}
-        return decode_row(self.layout, values)
+        return decode_row(self.layout, values)  # tokens come back as float32
 
     def nbytes_on_disk(self) -> int:
         """Bytes of every file under the store directory (the ledger included)."""

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from tjepa.cache_schema.fingerprint import fingerprint
-from tjepa.cache_schema.layout import ArraySpec, StoreLayout, array_specs
+from tjepa.cache_schema.layout import ArraySpec, StoreLayout, array_specs, spec_by_path
 from tjepa.cache_schema.ledger import LEDGER_NAME, Ledger
 from tjepa.cache_schema.rowdata import causality_problem, think_ids_problem
 from tjepa.cache_schema.store import DONE, FAILED, read_root_attrs
@@ -32,8 +32,11 @@ def _structure_problems(arr, spec: ArraySpec, layout: StoreLayout, rows: int) ->
     if spec.dtype == "str":
         if arr.dtype.kind != "T":
             return [f"{spec.path}: dtype {arr.dtype}, expected variable-length string"], False
-    elif arr.dtype != np.dtype(spec.dtype):
-        return [f"{spec.path}: dtype {arr.dtype}, expected {spec.dtype}"], False
+    elif arr.dtype != np.dtype(spec.stored_dtype):
+        return [f"{spec.path}: dtype {arr.dtype}, expected {spec.stored_dtype}"], False
+    elif spec.dtype != spec.stored_dtype and arr.attrs.get("dtype") != spec.dtype:
+        return [f"{spec.path}: attribute dtype {arr.attrs.get('dtype')!r}, expected {spec.dtype!r} "
+                f"(its {spec.stored_dtype} values are {spec.dtype} bit patterns)"], False
     out = []
     dims = tuple(arr.metadata.dimension_names or ())
     if dims != spec.dims:
@@ -124,8 +127,10 @@ def _check_rows(arrays: dict, layout: StoreLayout, videos: list[str], status: np
     rps, n = layout.rows_per_shard, len(videos)
     n_shards = -(-n // rps)
 
-    def column(name: str, start: int, stop: int):
-        return np.asarray(arrays[name][start:stop]) if name in arrays else None
+    specs = spec_by_path(layout)
+
+    def column(name: str, start: int, stop: int):  # decoded: bfloat16 bits are checked as floats
+        return specs[name].decode(np.asarray(arrays[name][start:stop])) if name in arrays else None
 
     for shard in range(n_shards):
         start, stop = shard * rps, min((shard + 1) * rps, n)

@@ -42,6 +42,7 @@ class Unit:
     shard: int
     rows: tuple[int, ...]
     episodes: tuple[Episode, ...]
+    run: int = 0  # which run of the store this is (recorded per row in index/run)
 
 
 @dataclass
@@ -142,7 +143,7 @@ def _store_failure(store, action: str, err: BaseException):
                       "far are kept: fix the store (disk space, permissions) and rerun the same command.")
 
 
-def store_rows(store, items: list[tuple[int, str, object]]) -> list[tuple[str, str | None]]:
+def store_rows(store, items: list[tuple[int, str, object]], run: int = 0) -> list[tuple[str, str | None]]:
     """Check each (row, video, RowData); store the good rows, mark the others failed. (video, error) per row.
 
     A row whose data cannot be stored (non-finite, overflowing its stored dtype, longer than its
@@ -160,7 +161,7 @@ def store_rows(store, items: list[tuple[int, str, object]]) -> list[tuple[str, s
         encoded.append(enc)
         outcomes.append((video, None))
     try:
-        store.write_encoded(rows, encoded)
+        store.write_encoded(rows, encoded, run)
     except Exception as err:
         raise _store_failure(store, f"writing rows {rows}", err) from err
     return outcomes
@@ -262,7 +263,8 @@ def process_unit(
                 flush([item])
             return
         model_s += time.perf_counter() - t0
-        writer.submit(store_rows, store, [(row, ep.episode.id, d) for (row, ep), d in zip(batch, datas, strict=True)])
+        items = [(row, ep.episode.id, d) for (row, ep), d in zip(batch, datas, strict=True)]
+        writer.submit(store_rows, store, items, unit.run)
 
     from tjepa.pipeline.prefetch import Prefetcher
 
@@ -301,7 +303,8 @@ def process_unit(
     return result
 
 
-def shard_units(store_path: str, fingerprint: str, rows_per_shard: int, rows: list[int], episodes: list[Episode]) -> list[Unit]:
+def shard_units(store_path: str, fingerprint: str, rows_per_shard: int, rows: list[int], episodes: list[Episode],
+                run: int = 0) -> list[Unit]:
     """Group work rows by shard (the unit of ownership), in row order."""
     order = np.argsort(rows, kind="stable")
     units: dict[int, tuple[list[int], list[Episode]]] = {}
@@ -310,4 +313,4 @@ def shard_units(store_path: str, fingerprint: str, rows_per_shard: int, rows: li
         units.setdefault(shard, ([], []))
         units[shard][0].append(int(rows[i]))
         units[shard][1].append(episodes[i])
-    return [Unit(store_path, fingerprint, s, tuple(r), tuple(e)) for s, (r, e) in sorted(units.items())]
+    return [Unit(store_path, fingerprint, s, tuple(r), tuple(e), run) for s, (r, e) in sorted(units.items())]

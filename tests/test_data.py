@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader
 sys.path.insert(0, str(Path(__file__).parent))
 import store_factory as sf  # noqa: E402
 
+from tjepa.cache_schema.bf16 import from_bf16_bits  # noqa: E402
 from tjepa.errors import StoreFormatError, TjepaError  # noqa: E402
 from tjepa.train.data import CacheDataset, captured_layers, read_index  # noqa: E402
 
@@ -56,8 +57,8 @@ def test_level_subset_and_tokens(store):
     assert ds.levels == (4, 0) and ds.model_layout()["levels"] == 2
     item = ds[0]
     np.testing.assert_array_equal(item["think_mean"].numpy(), g["vlm/think_mean"][5][[2, 0]])
-    np.testing.assert_array_equal(item["prompt_tokens"].numpy(),
-                                  g["vlm/prompt_tokens"][5][[2, 0]].astype(np.float32))
+    np.testing.assert_array_equal(item["prompt_tokens"].numpy(),  # bfloat16 bits decoded to float32
+                                  from_bf16_bits(g["vlm/prompt_tokens"][5][[2, 0]]))
     assert item["think_tokens"].shape == (2, FC.max_new_tokens, FC.vlm_width)
     assert item["prompt_len"].dtype == torch.long and int(item["think_len"]) == int(g["vlm/think_len"][5])
     with pytest.raises(TjepaError, match="captured"):

@@ -19,7 +19,7 @@ def test_inspect_json_reports_counts_identity_and_arrays(tmp_path):
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
     assert (out["rows"], out["done"], out["failed"], out["pending"]) == (7, 4, 1, 2)
-    assert out["fingerprint"] == fingerprint(small_config()) and out["version"] == 1
+    assert out["fingerprint"] == fingerprint(small_config()) and out["version"] == 2
     assert out["bytes"] == store.nbytes_on_disk() > 0
     assert out["ledger_entries"] == 1 and out["layout"] == layout.to_dict()
     arrays = {a["path"]: a for a in out["arrays"]}

@@ -23,3 +23,28 @@ def test_prompt_token_capacity_follows_the_configured_past_frames(tiny_models, t
     short = CacheJob(videos=tmp_path, out=tmp_path / "t.zarr", encoders=enc, sampling=SamplingConfig(n_past=32))
     assert len(prompt.ids) > store_layout(short, with_targets=True).max_prompt_tokens  # 32 frames: too small
     assert len(prompt.ids) <= capacity
+
+
+def _scale_embeddings(model) -> None:
+    model.model.language_model.embed_tokens.weight.mul_(1e6)  # residual stream far beyond float16's 65504
+
+
+def test_activations_beyond_float16_are_stored_not_failed(synth_root, tiny_models, tmp_path):
+    """Issue 11.1/11.2 as seen: embeddings x1e6 with --keep-tokens ended in a traceback and exit 1 (fp16
+    tokens overflowed). bfloat16 tokens keep the range: every row is done and decodes to finite floats."""
+    from cache_helpers import altered_models, cache_args, copy_tree, run_cli
+
+    from tjepa.cache_schema.store import FeatureStore
+
+    models = altered_models(tiny_models, tmp_path / "models", qwen=_scale_embeddings)
+    videos = copy_tree(synth_root, tmp_path / "videos", n=4)
+    out = tmp_path / "store.zarr"
+    res = run_cli(cache_args(videos, out, models, "--keep-tokens", "--think-tokens", "2"))
+    assert res.returncode == 0, res.stdout + res.stderr
+    store = FeatureStore.open(out)
+    assert (store.status() == 1).all() and store.n_rows == 4
+    row = store.read_row(0)
+    assert row.prompt_tokens.dtype == np.float32 and np.isfinite(row.prompt_tokens).all()
+    assert np.abs(row.prompt_tokens).max() > 65504
+    used = row.prompt_tokens[:, : row.prompt_len].astype(np.float64)
+    np.testing.assert_allclose(used.mean(1), row.prompt_mean, rtol=2.0**-7, atol=np.abs(used).max() * 2.0**-7)

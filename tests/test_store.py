@@ -26,7 +26,9 @@ from tjepa.cache_schema import (
     config_diff,
     fingerprint,
 )
+from tjepa.cache_schema.bf16 import from_bf16_bits, to_bf16_bits
 from tjepa.cache_schema.testing import make_store, random_row, small_config, small_layout
+from tjepa.cache_schema.validate import validate_store
 from tjepa.errors import ConfigMismatchError, StoreFormatError, TjepaError
 
 
@@ -42,8 +44,12 @@ def assert_rows_equal(a: RowData, b: RowData) -> None:
 
 
 def padded(layout: StoreLayout, row: RowData) -> RowData:
-    """What the store hands back: fps as float32."""
-    return replace(row, fps=float(np.float32(row.fps)))
+    """What the store hands back: fps as float32, tokens rounded to bfloat16 (decoded as float32)."""
+    def bf16(x):
+        return None if x is None else from_bf16_bits(to_bf16_bits(x))
+
+    return replace(row, fps=float(np.float32(row.fps)), prompt_tokens=bf16(row.prompt_tokens),
+                   think_tokens=bf16(row.think_tokens))
 
 
 def test_create_then_open_round_trips_identity(tmp_path):
@@ -56,7 +62,7 @@ def test_create_then_open_round_trips_identity(tmp_path):
     assert again.fingerprint == hashlib.sha256(canonical_json(cfg).encode()).hexdigest() == fingerprint(cfg)
     assert again.provenance == {"code_version": "x", "models": ["a", "b"]}
     attrs = zarr.open_group(tmp_path / "s.zarr", mode="r").attrs.asdict()
-    assert attrs["format"] == "tjepa-cache" and attrs["version"] == 1
+    assert attrs["format"] == "tjepa-cache" and attrs["version"] == 2
     for spec in array_specs(layout):
         arr = zarr.open_group(tmp_path / "s.zarr", mode="r")[spec.path]
         assert arr.shape == (0, *spec.row_shape(layout))
@@ -257,10 +263,22 @@ def test_not_a_store_and_newer_version(tmp_path):
     make_store(tmp_path / "s.zarr", n=1)
     meta_file = tmp_path / "s.zarr" / "zarr.json"
     meta = json.loads(meta_file.read_text())
-    meta["attributes"]["version"] = 2
+    meta["attributes"]["version"] = 3
     meta_file.write_text(json.dumps(meta))
-    with pytest.raises(StoreFormatError, match="written by schema v2, this tjepa reads v1: upgrade tjepa"):
+    with pytest.raises(StoreFormatError, match="written by schema v3, this tjepa reads v2: upgrade tjepa"):
         FeatureStore.open(tmp_path / "s.zarr")
+
+
+def test_a_schema_v1_store_is_refused_naming_store_and_version(tmp_path):
+    """v1 kept tokens as float16; v2 reads only v2 and says how to get one."""
+    make_store(tmp_path / "old.zarr", n=1)
+    meta_file = tmp_path / "old.zarr" / "zarr.json"
+    meta = json.loads(meta_file.read_text())
+    meta["attributes"]["version"] = 1
+    meta_file.write_text(json.dumps(meta))
+    with pytest.raises(StoreFormatError, match=r"old\.zarr: written by schema v1, this tjepa reads v2 only.*rebuild"):
+        FeatureStore.open(tmp_path / "old.zarr")
+    assert "schema v1" in validate_store(tmp_path / "old.zarr")[0]
 
 
 def test_read_only_open_refuses_writes(tmp_path):

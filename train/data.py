@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import zarr
 
+from tjepa.cache_schema.layout import ARRAYS
 from tjepa.cache_schema.store import DONE, read_root_attrs
 from tjepa.errors import StoreFormatError, TjepaError
 
@@ -30,6 +31,7 @@ _BASE = {
 _TOKENS = {"prompt_tokens": "vlm/prompt_tokens", "prompt_len": "vlm/prompt_len",
            "think_tokens": "vlm/think_tokens", "think_len": "vlm/think_len"}
 _LEVELLED = ("prompt_mean", "think_mean", "prompt_tokens", "think_tokens")  # axis 0 = level (per row)
+_SPECS = {spec.path: spec for spec in ARRAYS}  # spec.decode: bfloat16 token bits -> float32
 
 
 def _find_layers(node: Any) -> list[list[int]]:
@@ -111,9 +113,9 @@ def to_device(batch: dict[str, torch.Tensor], device: torch.device | str) -> dic
 class CacheDataset(torch.utils.data.Dataset):
     """Done rows of a store as stage-two batch dicts (bool masks, long lengths, float tensors).
 
-    Arrays stored as fp16 (V-JEPA latents, tokens) stay fp16 here: converting 16 MiB of latents per
-    sample to fp32 on the loader's CPU halved loading throughput (BENCHMARKS.md); the model upcasts
-    them after the copy, on the accelerator. Everything else is float32.
+    V-JEPA latents (stored fp16) stay fp16 here: converting 16 MiB of latents per sample to fp32 on
+    the loader's CPU halved loading throughput (BENCHMARKS.md); the model upcasts them after the
+    copy, on the accelerator. Everything else is float32 (tokens: decoded from their bfloat16 bits).
 
     `rows`: store rows to serve (None = all done rows); every row must be done. `levels`: a subset of
     the captured decoder layer numbers (None = all). Items also carry `row` (long), the store row.
@@ -182,7 +184,7 @@ class CacheDataset(torch.utils.data.Dataset):
         mem = {}
         for key, name in self.fields.items():
             arr = self._array(name)
-            x = arr[int(rows[0]):int(rows[-1]) + 1] if contiguous else arr.oindex[rows]
+            x = _SPECS[name].decode(arr[int(rows[0]):int(rows[-1]) + 1] if contiguous else arr.oindex[rows])
             if key == "cam_last":
                 x = np.ascontiguousarray(x[:, -1])
             mem[key] = self._select_levels(key, x, 1)
@@ -193,7 +195,7 @@ class CacheDataset(torch.utils.data.Dataset):
             return {k: v[i] for k, v in self._mem.items()}
         row, out = self.rows[i], {}
         for key, name in self.fields.items():
-            x = self._array(name)[row, -1] if key == "cam_last" else self._array(name)[row]
+            x = self._array(name)[row, -1] if key == "cam_last" else _SPECS[name].decode(self._array(name)[row])
             out[key] = self._select_levels(key, np.asarray(x), 0)
         return out
 

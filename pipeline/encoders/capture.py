@@ -43,8 +43,10 @@ class ThinkResult:
     think_len: int
     think_ids: np.ndarray  # int32 [K], -1 padded
     think_text: str
-    prompt_tokens: np.ndarray | None = None  # float16 [L, prompt_len, H] (keep_tokens only)
-    think_tokens: np.ndarray | None = None  # float16 [L, think_len, H] (keep_tokens only)
+    # float32 [L, n, H] (keep_tokens only): the compute dtype's values, never float16 (whose range real
+    # activations exceed); the store keeps them as bfloat16 (cache_schema/bf16.py).
+    prompt_tokens: np.ndarray | None = None  # [L, prompt_len, H]
+    think_tokens: np.ndarray | None = None  # [L, think_len, H]
 
 
 @dataclass
@@ -98,14 +100,14 @@ def decoder_layers(model):
 
 @dataclass
 class Captured:
-    """A batch's chosen-layer states, reduced: per-row sums over each stream (and the fp16 tokens)."""
+    """A batch's chosen-layer states, reduced: per-row sums over each stream (and the tokens)."""
 
     prompt_sum: torch.Tensor  # float32 [B, L, H]
     think_sum: torch.Tensor  # float32 [B, L, H]
     prompt_len: list[int]
     think_len: list[int]
-    prompt_tokens: list[np.ndarray] | None = None  # per row float16 [L, prompt_len, H]
-    think_tokens: list[np.ndarray] | None = None  # per row float16 [L, think_len, H]
+    prompt_tokens: list[np.ndarray] | None = None  # per row float32 [L, prompt_len, H]
+    think_tokens: list[np.ndarray] | None = None  # per row float32 [L, think_len, H]
 
 
 def masked_sum(mask: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
@@ -114,9 +116,9 @@ def masked_sum(mask: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
 
 
 def rows_tokens(per_layer: list[torch.Tensor], mask: torch.Tensor) -> list[np.ndarray]:
-    """Per row, the fp16 states [L, n, H] at the positions of mask [B, S] (per_layer: [B, S, H] each)."""
+    """Per row, the float32 states [L, n, H] at the positions of mask [B, S] (per_layer: [B, S, H] each)."""
     mask = mask.cpu()
-    return [torch.stack([h[i][mask[i]] for h in per_layer]).numpy() for i in range(mask.shape[0])]
+    return [torch.stack([h[i][mask[i]] for h in per_layer]).float().numpy() for i in range(mask.shape[0])]
 
 
 def results(captured: Captured, generated: list[np.ndarray], tokenizer, max_new_tokens: int) -> list[ThinkResult]:
@@ -178,7 +180,7 @@ def capture(
     def make_hook(k: int):
         def hook(_module, _args, output):
             h = output[0] if isinstance(output, tuple) else output
-            store[k] = (masked_sum(pm, h), masked_sum(tm, h), h.to("cpu", torch.float16) if keep_tokens else None)
+            store[k] = (masked_sum(pm, h), masked_sum(tm, h), h.to("cpu", copy=True) if keep_tokens else None)
 
         return hook
 

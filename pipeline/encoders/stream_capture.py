@@ -53,7 +53,7 @@ class _Recorder:
             if self.calls == 1:  # the prefill: every prompt position at once
                 if h.shape[1] != self.prompt_mask.shape[1]:
                     raise RuntimeError(f"prefill saw {h.shape[1]} positions, the prompts have {self.prompt_mask.shape[1]}")
-                self.prompt[k] = (masked_sum(self.prompt_mask, h), h.to("cpu", torch.float16) if self.keep_tokens else None)
+                self.prompt[k] = (masked_sum(self.prompt_mask, h), h.to("cpu", copy=True) if self.keep_tokens else None)
             else:
                 if h.shape[1] != 1:
                     raise RuntimeError(f"a decode step saw {h.shape[1]} positions, expected 1")
@@ -129,5 +129,5 @@ def generate_with_capture(
     )
     if keep_tokens:
         captured.prompt_tokens = rows_tokens([rec.prompt[k][1] for k in layers], batch.prompt_mask)
-        captured.think_tokens = rows_tokens([steps[k].to("cpu", torch.float16) for k in layers], think_mask)
+        captured.think_tokens = rows_tokens([steps[k].to("cpu") for k in layers], think_mask)
     return generated, captured
