@@ -220,7 +220,9 @@ def process_unit(
     that row failed and the unit goes on. Only a store failure stops it (StoreError)."""
     from tjepa.cache_schema.store import FeatureStore
     from tjepa.errors import StoreError
+    from tjepa.pipeline.memory import limit_malloc_arenas
 
+    limit_malloc_arenas()  # before this unit's prefetch and writer threads start (also on dask workers)
     t_start = time.perf_counter()
     store = FeatureStore.open(unit.store_path, mode="r+")
     if store.fingerprint != unit.fingerprint:
