@@ -100,8 +100,12 @@ def print_summary(summary: JobSummary, console: Console) -> None:
 def run_cache_command(
     *, videos, out, preset, models_dir, layout, device, batch_size, limit, retry_failed, keep_tokens, layers,
     max_new_tokens, n_past, n_future, rows_per_shard, workers, scheduler, generator, gpu_memory_utilization=0.45,
+    json_out: bool = False,
 ) -> int:
     from tjepa.pipeline.encoders.presets import resolve_encoders
+    from tjepa.pipeline.memory import limit_malloc_arenas
+
+    limit_malloc_arenas()  # before any thread starts: flat memory over long jobs (pipeline/memory.py)
 
     n_workers = parse_workers(workers)
     encoders = resolve_encoders(
@@ -135,6 +139,14 @@ def run_cache_command(
         scheduler=scheduler,
     )
     console = Console(stderr=True)
-    summary = run_with_progress(job, console)
-    print_summary(summary, Console(file=sys.stdout))
+    if not json_out:
+        summary = run_with_progress(job, console)
+        print_summary(summary, Console(file=sys.stdout))
+        return summary.exit_code
+    import contextlib
+    import json
+
+    with contextlib.redirect_stdout(sys.stderr):  # stdout carries the one JSON object, nothing else
+        summary = run_with_progress(job, console)
+    sys.stdout.write(json.dumps(summary.to_dict(), ensure_ascii=False) + "\n")
     return summary.exit_code

@@ -52,6 +52,21 @@ class JobSummary:
         """3 when some row of the store is failed, else 0 (the contract of `tjepa cache`)."""
         return 3 if self.failed_rows else 0
 
+    def to_dict(self) -> dict:
+        """JSON-ready (`tjepa cache --json`): store counts, this run's rows and failures, timing."""
+        return {
+            "store": self.store,
+            "exit_code": self.exit_code,
+            "rows": {"total": self.total_rows, "done": self.total_rows - self.failed_rows - self.pending_rows,
+                     "failed": self.failed_rows, "pending": self.pending_rows},
+            "this_run": {"todo": self.todo, "done": len(self.done), "failed": len(self.failed),
+                         "skipped": self.skipped_done},
+            "failures": [{"video": video, "reason": reason} for video, reason in self.failed],
+            "seconds": round(self.seconds, 3),
+            "stage_seconds": {k: round(v, 3) for k, v in self.stage_seconds.items()},
+            "videos_per_s": round(len(self.done) / self.seconds, 4) if self.seconds > 0 else 0.0,
+        }
+
 
 def extraction_config(job: CacheJob) -> dict:
     """The canonical extraction config: everything that changes what a row contains."""

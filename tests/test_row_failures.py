@@ -45,9 +45,16 @@ def test_non_finite_encoder_output_fails_rows_not_the_job(synth_root, nan_models
     """Every row is recorded failed with its reason and the command ends normally with exit 3."""
     videos = copy_tree(synth_root, tmp_path / "videos", n=4)
     out = tmp_path / "store.zarr"
-    res = run_cli(cache_args(videos, out, nan_models, "--keep-tokens", "--think-tokens", "2"))
+    res = run_cli(cache_args(videos, out, nan_models, "--keep-tokens", "--think-tokens", "2", "--json"))
     assert res.returncode == 3, res.stdout + res.stderr
     assert "Traceback" not in res.stderr, res.stderr
+    summary = json.loads(res.stdout)  # issue 11.8: stdout is exactly one JSON object
+    assert summary["exit_code"] == 3 and summary["rows"] == {"total": 4, "done": 0, "failed": 4, "pending": 0}
+    assert summary["this_run"] == {"todo": 4, "done": 0, "failed": 4, "skipped": 0}
+    assert sorted(f["video"] for f in summary["failures"]) == sorted(str(p.relative_to(videos))
+                                                                     for p in videos.rglob("*.mp4"))
+    assert all("prompt_mean has" in f["reason"] and "non-finite" in f["reason"] for f in summary["failures"])
+    assert summary["stage_seconds"]["model"] > 0 and summary["seconds"] > 0 and "videos_per_s" in summary
     store = FeatureStore.open(out)
     assert (store.status() == FAILED).all() and store.n_rows == 4
     lines = [json.loads(x) for x in (out / "failures.jsonl").read_text().splitlines()]

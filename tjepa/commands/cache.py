@@ -57,6 +57,9 @@ def cache(
         typer.Option("--gpu-memory-utilization", min=0.05, max=1.0,
                      help="vllm: fraction of GPU memory the engine may take (the capture model shares the GPU)."),
     ] = 0.45,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print the job summary as one JSON object on stdout (progress: stderr).")
+    ] = False,
 ) -> None:
     """Decode each video once and store V-JEPA 2 latents, Qwen3-VL layer states and targets."""
     from tjepa.pipeline.cache_command import run_cache_command
@@ -81,5 +84,6 @@ def cache(
         scheduler=scheduler,
         generator=generator.value,
         gpu_memory_utilization=gpu_memory_utilization,
+        json_out=json_out,
     )
     raise typer.Exit(code)
