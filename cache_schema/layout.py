@@ -58,6 +58,7 @@ class StoreLayout(ConfigMixin):
     n_joints: int = N_JOINTS
     thumb_size: tuple[int, int] | None = (96, 128)  # (th, tw); None: no thumbnails
     rows_per_shard: int = 8
+    window_tubelets: int = 0  # > 0: also vjepa/windows, every run of this many tubelets its own forward
 
     def __post_init__(self) -> None:
         for name in ("n_past", "n_future", "tubelet", "patches", "vjepa_width", "levels", "vlm_width",
@@ -70,6 +71,13 @@ class StoreLayout(ConfigMixin):
         for name, frames in (("n_past", self.n_past), ("n_future", self.n_future)):
             if frames % self.tubelet:
                 raise ValueError(f"StoreLayout.{name}={frames} is not a multiple of tubelet={self.tubelet}")
+        if not isinstance(self.window_tubelets, int) or self.window_tubelets < 0:
+            raise ValueError(f"StoreLayout.window_tubelets must be an int >= 0, got {self.window_tubelets!r}")
+        if self.window_tubelets and (self.past_tubelets % self.window_tubelets
+                                     or self.future_tubelets % self.window_tubelets):
+            # a window straddling the split would let an observed latent attend to a future frame
+            raise ValueError(f"StoreLayout.window_tubelets={self.window_tubelets} must divide both the observed "
+                             f"({self.past_tubelets}) and the future ({self.future_tubelets}) tubelet counts")
         if self.keep_tokens and self.max_prompt_tokens < 1:
             raise ValueError("StoreLayout.keep_tokens needs max_prompt_tokens >= 1 (the prompt-token capacity)")
         if self.thumb_size is not None:
@@ -87,6 +95,10 @@ class StoreLayout(ConfigMixin):
         return self.n_future // self.tubelet
 
     @property
+    def with_windows(self) -> bool:
+        return self.window_tubelets > 0
+
+    @property
     def with_thumbs(self) -> bool:
         return self.thumb_size is not None
 
@@ -95,6 +107,7 @@ class StoreLayout(ConfigMixin):
         th, tw = self.thumb_size or (0, 0)
         return {
             "To": self.n_past, "Tf": self.n_future, "To/t": self.past_tubelets, "Tf/t": self.future_tubelets,
+            "T/t": self.past_tubelets + self.future_tubelets,
             "P": self.patches, "D": self.vjepa_width, "L": self.levels, "H": self.vlm_width,
             "K": self.max_new_tokens, "Smax": self.max_prompt_tokens, "J": self.n_joints,
             "th": th, "tw": tw, "3": 3, "4": 4,
@@ -113,7 +126,7 @@ class ArraySpec:
     chunking: str  # "row" (one video per chunk, sharded) or "block" (rows_per_shard per chunk)
     codec: str  # RAW, SHUFFLE_ZSTD or ZSTD
     fill: object  # what unwritten (pending) rows read as
-    when: str | None = None  # None (always), "targets", "tokens" or "thumbs"
+    when: str | None = None  # None (always), "targets", "tokens", "thumbs" or "windows"
 
     @property
     def field(self) -> str:
@@ -159,7 +172,9 @@ def _a(path, shape, dtype, dims, meaning, chunking, codec, fill, when=None) -> A
     return ArraySpec(path, tuple(shape), dtype, ("video", *dims), meaning, chunking, codec, fill, when)
 
 
-_FIELD_NAMES = {"vjepa/past": "vjepa_past", "vjepa/future": "vjepa_future", "thumbs/last_past": "thumb"}
+WINDOWS = "vjepa/windows"
+_FIELD_NAMES = {"vjepa/past": "vjepa_past", "vjepa/future": "vjepa_future", WINDOWS: "vjepa_windows",
+                "thumbs/last_past": "thumb"}
 NAN = float("nan")
 BF16_NAN_BITS = 0x7FC0  # unwritten bfloat16 rows read as NaN, like the float arrays
 B, R = "block", "row"
@@ -182,6 +197,9 @@ ARRAYS: tuple[ArraySpec, ...] = (
        "V-JEPA 2 latents of the observed clip (own forward)", R, RAW, NAN),
     _a("vjepa/future", ("Tf/t", "P", "D"), "float16", ("future_tubelet", "patch", "channel"),
        "V-JEPA 2 latents of the future clip (own forward)", R, RAW, NAN),
+    _a(WINDOWS, ("T/t", "P", "D"), "float16", ("tubelet", "patch", "channel"),
+       "V-JEPA 2 latents of the observed then future frames, each run of window_tubelets tubelets encoded "
+       "in its own forward (leak-free rollout windows)", R, RAW, NAN, "windows"),
     _a("vlm/prompt_mean", ("L", "H"), "float32", ("level", "hidden"),
        "masked mean of the prompt tokens' hidden states per captured layer", R, RAW, NAN),
     _a("vlm/think_mean", ("L", "H"), "float32", ("level", "hidden"),
@@ -221,7 +239,7 @@ COORDINATOR_FIELDS = ("video", "group", "source_size", "source_mtime")
 def array_specs(layout: StoreLayout) -> list[ArraySpec]:
     """The arrays a store with this layout holds, in table order."""
     enabled = {None: True, "targets": layout.with_targets, "tokens": layout.keep_tokens,
-               "thumbs": layout.with_thumbs}
+               "thumbs": layout.with_thumbs, "windows": layout.with_windows}
     return [spec for spec in ARRAYS if enabled[spec.when]]
 
 
@@ -232,7 +250,7 @@ def spec_by_path(layout: StoreLayout) -> dict[str, ArraySpec]:
 def markdown_table() -> str:
     """The README table of every array (symbolic shapes)."""
     when = {None: "", "targets": " (targets only)", "tokens": " (keep_tokens only)",
-            "thumbs": " (thumbnails on)"}
+            "thumbs": " (thumbnails on)", "windows": " (window_tubelets > 0 only)"}
     lines = ["| path | shape | dtype | dimension names | meaning |", "| --- | --- | --- | --- | --- |"]
     for s in ARRAYS:
         shape = "(" + ", ".join(("N", *s.shape)) + ("," if not s.shape else "") + ")"

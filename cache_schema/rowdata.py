@@ -58,6 +58,7 @@ class RowData:
     cam_future: Any = None  # f32 [Tf, 4, 4]
     intrinsics: Any = None  # f32 [3, 3]
     thumb: Any = None  # uint8 [th, tw, 3]
+    vjepa_windows: Any = None  # [(To+Tf)/tubelet, P, D], only when the layout has window_tubelets
 
 
 class _Checker:
@@ -187,6 +188,11 @@ def encode_row(layout: StoreLayout, specs: list[ArraySpec], d: RowData, row: int
             out[f"cam_{side}"] = c.floats(getattr(d, f"cam_{side}"), f"cam_{side}", (T, 4, 4), "float32")
         out["intrinsics"] = c.floats(d.intrinsics, "intrinsics", (3, 3), "float32")
 
+    if layout.with_windows:
+        out["vjepa_windows"] = c.floats(d.vjepa_windows, "vjepa_windows", (
+            layout.past_tubelets + layout.future_tubelets, layout.patches, layout.vjepa_width), "float16")
+    elif d.vjepa_windows is not None:
+        c.fail("window latents were given but the store layout has none (window_tubelets=0)")
     if layout.with_thumbs:
         out["thumb"] = c.array(d.thumb, "thumb", (*layout.thumb_size, 3), "uint8")
     elif d.thumb is not None:
@@ -231,5 +237,6 @@ def decode_row(layout: StoreLayout, v: dict[str, Any]) -> RowData:
         prompt_tokens=from_bf16_bits(v["prompt_tokens"]) if layout.keep_tokens else None,
         think_tokens=from_bf16_bits(v["think_tokens"]) if layout.keep_tokens else None,
         thumb=np.asarray(v["thumb"]) if layout.with_thumbs else None,
+        vjepa_windows=np.asarray(v["vjepa_windows"]) if layout.with_windows else None,
         **targets,
     )

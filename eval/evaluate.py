@@ -192,7 +192,7 @@ def _rollout_section(ro: dict[str, Any]) -> str:
     return "\n".join([
         "## Rollout protocol", "",
         f"- model: {info['window']}, `{info['checkpoint']}` (epoch {info['best_epoch']} of {info['epochs']}, "
-        f"selected by {info['selection']['metric']}; {'reused' if info['reused'] else 'trained now'})",
+        f"selected by {info['selection']['metric']}; trained on {info['training']})",
         f"- protocol: {info['protocol']} ({info['frames']} frames)",
         f"- camera: **{info['camera_note']}**", "",
         md_table(["horizon (frames)", "ADE", "FDE", "Acc", "samples"], rows), ""])

@@ -100,7 +100,7 @@ def print_summary(summary: JobSummary, console: Console) -> None:
 def run_cache_command(
     *, videos, out, preset, models_dir, layout, device, batch_size, limit, retry_failed, keep_tokens, layers,
     max_new_tokens, n_past, n_future, rows_per_shard, workers, scheduler, generator, gpu_memory_utilization=0.45,
-    json_out: bool = False,
+    json_out: bool = False, window_frames: int = 0,
 ) -> int:
     from tjepa.pipeline.encoders.presets import resolve_encoders
     from tjepa.pipeline.memory import limit_malloc_arenas
@@ -126,7 +126,7 @@ def run_cache_command(
         videos=Path(videos),
         out=Path(out),
         encoders=encoders,
-        sampling=SamplingConfig(n_past=n_past, n_future=n_future),
+        sampling=SamplingConfig(n_past=n_past, n_future=n_future, window_frames=window_frames),
         layout=layout,
         batch_size=batch_size,
         device=device,

@@ -28,6 +28,21 @@ class SamplingConfig(ConfigMixin):
     # further anyway, and decoding 1080p frames at full size costs far more than the models' input.
     decode_short_side: int = 292
     thumb_size: tuple[int, int] = (96, 128)
+    # > 0: also encode every run of this many sampled frames in its own V-JEPA forward (vjepa/windows),
+    # so a rollout window's context latents never attended to the frames it must predict.
+    window_frames: int = 0
+
+    def __post_init__(self) -> None:
+        if self.window_frames and (self.window_frames < 1 or self.n_past % self.window_frames
+                                   or self.n_future % self.window_frames):
+            raise ValueError(f"window_frames={self.window_frames} must divide both --past ({self.n_past}) and "
+                             f"--future ({self.n_future}): a window may not straddle the split")
+
+    def to_dict(self) -> dict:
+        d = super().to_dict()
+        if not self.window_frames:  # absent when off, so stores made before the option keep their fingerprint
+            del d["window_frames"]
+        return d
 
 
 @dataclass

@@ -109,7 +109,14 @@ def store_layout(job: CacheJob, with_targets: bool):
         max_prompt_tokens=dims.get("max_prompt_tokens", 0),
         thumb_size=tuple(job.sampling.thumb_size),
         rows_per_shard=job.rows_per_shard,
+        window_tubelets=_window_tubelets(job.sampling.window_frames, dims["tubelet"]),
     )
+
+
+def _window_tubelets(window_frames: int, tubelet: int) -> int:
+    if window_frames % tubelet:
+        raise ValueError(f"--window-frames {window_frames} is not a multiple of the V-JEPA tubelet ({tubelet})")
+    return window_frames // tubelet
 
 
 def sync_rows(store, episodes: list[Episode]) -> dict[str, tuple[int, float]]:

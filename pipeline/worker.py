@@ -93,13 +93,23 @@ def get_encoders(opts: WorkerOptions):
     return _ENCODERS[key]
 
 
-def encode_batch(encoders, batch: list[LoadedEpisode]) -> list:
+def encode_windows(vjepa, batch: list[LoadedEpisode], window_frames: int) -> np.ndarray:
+    """[B, (To+Tf)/tubelet, P, D]: every run of `window_frames` sampled frames through its own forward
+    (one batched call; a clip never attends across its window's edges)."""
+    clips = [w for ep in batch for side in (ep.past_frames, ep.future_frames)
+             for w in np.split(side, len(side) // window_frames)]
+    lat = vjepa.encode(clips)  # [B * windows, window_frames / tubelet, P, D]
+    return lat.reshape(len(batch), -1, *lat.shape[2:])
+
+
+def encode_batch(encoders, batch: list[LoadedEpisode], window_frames: int = 0) -> list:
     """Run both encoders on a batch; returns one RowData per episode (same order)."""
     from tjepa.cache_schema.store import RowData
 
     vjepa, thinker = encoders
     past = vjepa.encode([ep.past_frames for ep in batch])
     future = vjepa.encode([ep.future_frames for ep in batch])  # an independent forward
+    windows = encode_windows(vjepa, batch, window_frames) if window_frames else None
     # Frame indices give the prompt's timestamps (index / fps), as HF's processor derives them.
     thoughts = thinker.think(
         [ep.past_frames for ep in batch],
@@ -129,6 +139,7 @@ def encode_batch(encoders, batch: list[LoadedEpisode]) -> list:
                 prompt_tokens=th.prompt_tokens,
                 think_tokens=th.think_tokens,
                 thumb=ep.thumb,
+                vjepa_windows=None if windows is None else windows[i],
                 **t,
             )
         )
@@ -254,7 +265,7 @@ def process_unit(
             return
         t0 = time.perf_counter()
         try:
-            datas = encode_batch(encoders, [ep for _, ep in batch])
+            datas = encode_batch(encoders, [ep for _, ep in batch], opts.sampling.window_frames)
         except Exception as err:  # isolate the culprit: rerun one by one
             model_s += time.perf_counter() - t0
             if len(batch) == 1:

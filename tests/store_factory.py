@@ -52,6 +52,7 @@ class FactoryConfig:
     seed: int = 0
     status: tuple[int, ...] = field(default_factory=tuple)  # per row 0/1/2; default all done
     rows_per_shard: int = 4
+    window_tubelets: int = 0  # > 0: also vjepa/windows (here the same per-tubelet latents)
 
 
 def _rot_z(a: float) -> np.ndarray:
@@ -118,10 +119,13 @@ def write_store(path: str | Path, cfg: FactoryConfig = FactoryConfig()) -> Path:
     videos = [f"{g}/{i}.mp4" for i, g in enumerate(groups)]
     n_frames = rng.integers(4 * (to + tf), 8 * (to + tf), n)
     lat_past, lat_fut = latents(c_past), latents(c_fut)
+    # other noise than the single-forward clips, so a test can tell which array a reader used
+    wnoise = np.random.default_rng(cfg.seed + 1).normal(0, cfg.noise, (n, (to + tf) // tb, p, d))
+    windows = (np.concatenate([lat_past, lat_fut], axis=1) + wnoise).astype(np.float16)
     layout = StoreLayout(n_past=to, n_future=tf, tubelet=tb, patches=p, vjepa_width=d, levels=L, vlm_width=h,
                          max_new_tokens=k, with_targets=cfg.with_targets, keep_tokens=cfg.keep_tokens,
                          max_prompt_tokens=cfg.prompt_tokens_max if cfg.keep_tokens else 0, thumb_size=(6, 8),
-                         rows_per_shard=cfg.rows_per_shard)
+                         rows_per_shard=cfg.rows_per_shard, window_tubelets=cfg.window_tubelets)
     config = {"sampling": {"n_past": to, "n_future": tf},  # shaped like stage one's extraction config
               "encoders": {"preset": "factory", "layers": list(cfg.layers), "max_new_tokens": k,
                            "keep_tokens": cfg.keep_tokens},
@@ -144,7 +148,8 @@ def write_store(path: str | Path, cfg: FactoryConfig = FactoryConfig()) -> Path:
             prompt_mean=prompt_mean[i].astype(np.float32), think_mean=think_mean[i].astype(np.float32),
             prompt_len=int(prompt_len[i]), think_len=int(think_len[i]),
             think_ids=np.full(int(think_len[i]), 7, np.int32), think_text="hmm",
-            thumb=rng.integers(0, 255, (6, 8, 3)).astype(np.uint8))
+            thumb=rng.integers(0, 255, (6, 8, 3)).astype(np.uint8),
+            vjepa_windows=windows[i] if cfg.window_tubelets else None)
         if cfg.keep_tokens:  # tokens whose masked mean is the stored mean
             r.prompt_tokens = np.repeat(prompt_mean[i][:, None], prompt_len[i], axis=1).astype(np.float16)
             r.think_tokens = np.repeat(think_mean[i][:, None], think_len[i], axis=1).astype(np.float16)

@@ -1,6 +1,6 @@
-"""The rollout protocol: windows cut from the cached sequence, the recursive loop (predictions really
-fed back, nothing from the future read), horizons and stability flags, and `tjepa eval --rollout`
-training then reusing RUN/rollout/."""
+"""The rollout protocol: leak-free windows cut from the independently encoded sequence, the recursive
+loop (predictions really fed back, nothing from the future read), horizons and stability flags,
+`tjepa train --rollout` on the one trainer and `tjepa eval --rollout` reading its checkpoint."""
 
 from __future__ import annotations
 
@@ -22,9 +22,10 @@ from tjepa.metrics import TrajectoryMeter
 from tjepa.train.config import preset
 from tjepa.train.head import cam_to_world
 from tjepa.train.model import ThinkJEPA, random_batch
-from tjepa.train.windows import SequenceDataset, WindowSpec, all_windows, sequence, window_batch
+from tjepa.train.windows import SequenceDataset, WindowDataset, WindowSpec, leak_free_starts
 
-FC = sf.FactoryConfig(n=24, groups=6, n_past=8, n_future=16)  # 4 + 8 tubelets: 9 windows, 4 rollout steps
+# 4 + 8 tubelets in windows of 2: 4 leak-free 2->2 windows, 4 rollout steps
+FC = sf.FactoryConfig(n=24, groups=6, n_past=8, n_future=16, window_tubelets=2)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -75,33 +76,40 @@ class Recorder(nn.Module):
         return out
 
 
-def test_windows_slice_the_concatenated_sequence(store):
+def test_windows_are_leak_free_slices_of_the_independently_encoded_sequence(store):
     g = zarr.open_group(str(store), mode="r")
+    layout = dict(g.attrs["layout"])
+    # a target tubelet never shares an encoding window with a context tubelet, and every target lies
+    # after the observed half (what the VLM saw): starts 2 (context = the last observed window), 4, 6, 8
+    assert leak_free_starts(layout, WindowSpec(2, 2)) == [2, 4, 6, 8]
+    assert leak_free_starts(layout, WindowSpec(3, 2)) == [1, 3, 5, 7]
+    assert leak_free_starts(layout, WindowSpec(2, 4)) == [2, 4, 6]
     rows = [0, 5, 7]
-    ds = SequenceDataset(store, rows)
-    batch = torch.utils.data.default_collate([ds[i] for i in range(len(ds))])
-    seq = sequence(batch)
-    spec = WindowSpec(2, 2)
-    n_win = spec.n_windows(seq["latents"].shape[1])
-    assert n_win == (FC.n_past + FC.n_future) // 2 - 4 + 1 == 9
-    pairs = all_windows(len(rows), n_win)
-    w = window_batch(seq, pairs, spec, tubelet=2)
-    assert w["vjepa_past"].shape == (len(rows) * n_win, 2, FC.patches, FC.vjepa_width)
-    for k in (0, 8, 13, 26):  # (row position, start) pairs, including the first and the last window
-        b, s = pairs[k].tolist()
-        r = rows[b]
-        lat = np.concatenate([g["vjepa/past"][r], g["vjepa/future"][r]]).astype(np.float32)
+    ds = WindowDataset(store, rows, WindowSpec(2, 2))
+    assert len(ds) == 3 * 4
+    for k in (0, 3, 5, 11):
+        w, r, s = ds[k], rows[k // 4], [2, 4, 6, 8][k % 4]
+        lat = g["vjepa/windows"][r].astype(np.float32)
         joints = np.concatenate([g["targets/joints_past"][r], g["targets/joints_future"][r]])
         valid = np.concatenate([g["targets/valid_past"][r], g["targets/valid_future"][r]])
         cams = np.concatenate([g["targets/cam_past"][r], g["targets/cam_future"][r]])
-        np.testing.assert_array_equal(w["vjepa_past"][k], lat[s:s + 2])
-        np.testing.assert_array_equal(w["vjepa_future"][k], lat[s + 2:s + 4])
-        np.testing.assert_array_equal(w["joints_past"][k], joints[2 * s:2 * s + 4])
-        np.testing.assert_array_equal(w["joints_future"][k], joints[2 * s + 4:2 * s + 8])
-        np.testing.assert_array_equal(w["valid_future"][k], valid[2 * s + 4:2 * s + 8])
-        np.testing.assert_array_equal(w["cam_last"][k], cams[2 * s + 3])
-        np.testing.assert_array_equal(w["think_mean"][k], g["vlm/think_mean"][r])
-        assert int(w["row"][k]) == r
+        np.testing.assert_array_equal(w["vjepa_past"], lat[s:s + 2])
+        np.testing.assert_array_equal(w["vjepa_future"], lat[s + 2:s + 4])
+        np.testing.assert_array_equal(w["joints_past"], joints[2 * s:2 * s + 4])
+        np.testing.assert_array_equal(w["joints_future"], joints[2 * s + 4:2 * s + 8])
+        np.testing.assert_array_equal(w["valid_future"], valid[2 * s + 4:2 * s + 8])
+        np.testing.assert_array_equal(w["cam_last"], cams[2 * s + 3])
+        np.testing.assert_array_equal(w["think_mean"], g["vlm/think_mean"][r])
+        assert int(w["row"]) == r and int(w["window_start"]) == s
+    video = SequenceDataset(store, rows)[1]  # the rollout's context and truth: the same windows array
+    np.testing.assert_array_equal(video["vjepa_past"], g["vjepa/windows"][5][:4])
+    np.testing.assert_array_equal(video["vjepa_future"], g["vjepa/windows"][5][4:])
+
+
+def test_a_store_without_independent_windows_is_refused(tmp_path):
+    plain = sf.write_store(tmp_path / "plain.zarr", sf.FactoryConfig(n=6, groups=3, n_past=8, n_future=16))
+    with pytest.raises(TjepaError, match="--window-frames"):
+        WindowDataset(plain, [0], WindowSpec(2, 2))
 
 
 def test_rollout_feeds_its_own_predictions_back():
@@ -218,28 +226,16 @@ def test_stability_flags_catch_broken_rollouts(mode):
 
 
 def test_window_training_resumes_exactly(store, tmp_path):
-    from tjepa.train.data import read_index
+    from tjepa.train.loop import Trainer
     from tjepa.train.run_config import TrainConfig
-    from tjepa.train.splits import make_splits
-    from tjepa.train.windows import WindowTrainer
 
-    index = read_index(store)
-    splits = make_splits(index.groups, index.done)
     cfg = TrainConfig(epochs=2, batch_size=4, preset="tiny", device="cpu", limit=6)
-    spec = WindowSpec(2, 2)
-    mcfg = spec.model_config(preset("tiny").replace(n_past=8, n_future=16, vjepa_width=FC.vjepa_width,
-                                                    grid_h=2, grid_w=2, vlm_width=FC.vlm_width, levels=3))
-    seen = []
-
-    def validate(m):
-        seen.append(m.training)
-        return {"val_ade": float(sum(p.double().sum() for p in m.parameters()).abs()), "val_fde": 0.0,
-                "val_acc": 0.0}
 
     def trainer(d):
-        return WindowTrainer(cfg, store, d, mcfg, spec, splits, validate, progress=False)
+        return Trainer(cfg, store, d, window=WindowSpec(2, 2), progress=False)
     straight = trainer(tmp_path / "a").fit()
     t = trainer(tmp_path / "b")
+    assert (t.model_cfg.n_past, t.model_cfg.n_future) == (4, 4) and len(t.train_ds) == 4 * len(t.train_ds.rows)
     first = t.fit(max_epochs=1)
     resumed = trainer(tmp_path / "b")
     assert resumed.resuming and resumed.epoch == 1
@@ -247,7 +243,7 @@ def test_window_training_resumes_exactly(store, tmp_path):
     skip = {"time", "samples_per_s"}
     assert [{k: v for k, v in m.items() if k not in skip} for m in straight] == \
         [{k: v for k, v in m.items() if k not in skip} for m in first + second]
-    assert seen == [False] * 4  # validated in eval mode
+    assert all(np.isfinite(m["val_ade"]) and "val_stable" in m for m in straight)  # the rollout protocol
     assert len((tmp_path / "b" / "metrics.jsonl").read_text().splitlines()) == 2
 
 
@@ -265,32 +261,41 @@ def _eval(store, run, *extra):
                                     "--no-progress", "--figures", "1", "--rollout", *extra])
 
 
-def test_eval_rollout_trains_then_reuses_the_window_model(store, run):
-    res = _eval(store, run, "--rollout-epochs", "1")
+def _train_rollout(store, run, *extra):
+    return CliRunner().invoke(app, ["train", "--cache", str(store), "--out", str(run), "--preset", "tiny",
+                                    "--batch-size", "4", "--device", "cpu", "--no-progress", "--rollout", *extra])
+
+
+def test_eval_rollout_reads_the_window_model_tjepa_train_made(store, run):
+    res = _eval(store, run)  # no rollout model yet: eval says how to make one, and trains nothing
+    assert res.exit_code != 0 and not (run / "rollout").exists()
+    assert "no rollout checkpoint" in str(res.exception) and f"--out {run} --rollout" in str(res.exception)
+
+    res = _train_rollout(store, run, "--epochs", "1")
     assert res.exit_code == 0, res.output
+    rdir = run / "rollout"
+    cfg = json.loads((rdir / "config.json").read_text())
+    assert (cfg["model"]["n_past"], cfg["model"]["n_future"]) == (4, 4) and cfg["train"]["epochs"] == 1
+    assert cfg["window"] == {"obs": 2, "fut": 2}
+    assert json.loads((rdir / "splits.json").read_text()) == json.loads((run / "splits.json").read_text())
+    assert len((rdir / "metrics.jsonl").read_text().splitlines()) == 1
+
+    stamp = (rdir / "ckpt_best.pt").stat().st_mtime_ns
+    res = _eval(store, run)
+    assert res.exit_code == 0, res.output
+    assert (rdir / "ckpt_best.pt").stat().st_mtime_ns == stamp  # eval only reads it
     m = json.loads((run / "eval" / "metrics.json").read_text())
     rm = m["rollout_metrics"]
     assert sorted(rm["horizons"], key=int) == ["4", "8", "16"] and rm["n"] == m["n"]
-    assert rm["info"]["steps"] == 4 and rm["info"]["frames"] == 16 and not rm["info"]["reused"]
+    assert rm["info"]["steps"] == 4 and rm["info"]["frames"] == 16 and rm["info"]["best_epoch"] == 1
     assert len(m["stability"]["latent_error"]) == 4 and isinstance(m["stability"]["stable"], bool)
     names = list(m["rollout"])
     assert names[0].startswith("rollout 2->2 x4") and any("(direct)" in n for n in names)
     assert {"persistence (baseline)", "constant_velocity (baseline)"} <= set(names)
     assert m["rollout"][names[0]]["16"] == pytest.approx(rm["horizons"]["16"]["ade"])
-    rdir = run / "rollout"
-    cfg = json.loads((rdir / "config.json").read_text())
-    assert (cfg["model"]["n_past"], cfg["model"]["n_future"]) == (4, 4) and cfg["train"]["epochs"] == 1
-    assert len((rdir / "metrics.jsonl").read_text().splitlines()) == 1
     report = (run / "eval" / "report.md").read_text()
-    assert "LAST OBSERVED camera" in report and "Rollout stability" in report
+    assert "LAST OBSERVED camera" in report and "Rollout stability" in report and "leak-free" in report
     assert (run / "eval" / "figures" / "rollout_ade.png").is_file()
 
-    stamp = (rdir / "ckpt_best.pt").stat().st_mtime_ns
-    res = _eval(store, run, "--rollout-epochs", "1")
-    assert res.exit_code == 0, res.output
-    again = json.loads((run / "eval" / "metrics.json").read_text())
-    assert again["rollout_metrics"]["info"]["reused"] and (rdir / "ckpt_best.pt").stat().st_mtime_ns == stamp
-    assert again["rollout_metrics"]["horizons"] == rm["horizons"]
-
-    res = _eval(store, run, "--rollout-epochs", "2")  # other settings: refused, not silently mixed
-    assert res.exit_code != 0 and "--rollout-retrain" in str(res.exception)
+    res = _train_rollout(store, run, "--epochs", "1", "--rollout-fut", "1")  # other settings: refused
+    assert res.exit_code != 0 and "window" in str(res.exception)

@@ -9,6 +9,7 @@ Checkpoint selection reads the val split only; the test split is never opened he
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -20,7 +21,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader, DistributedSampler, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from tjepa.errors import ConfigError, TjepaError
 from tjepa.train.checkpoint import (
@@ -31,8 +32,10 @@ from tjepa.train.checkpoint import (
     truncate_metrics,
 )
 from tjepa.train.data import CacheDataset, read_index, to_device
+from tjepa.train.rollout import resolve_steps, rollout_validation
 from tjepa.train.run_config import RunPaths, TrainConfig, prepare_run_dir, run_document
 from tjepa.train.splits import Splits, make_splits, read_splits, write_splits
+from tjepa.train.windows import SequenceDataset, WindowDataset, WindowSpec
 
 
 class NonFiniteLossError(TjepaError):
@@ -177,17 +180,24 @@ class EpochBar:
 
 
 class Trainer:
-    """Build everything for one run directory; `fit()` trains (resuming when RUN allows it)."""
+    """Build everything for one run directory; `fit()` trains (resuming when RUN allows it).
+
+    With `window` (rollout mode, `tjepa train --rollout`) the model is the `obs -> fut` window model,
+    trained on the leak-free windows of the train videos (train/windows.py) and selected by the
+    recursive rollout on the val videos; `splits_from` names a run directory whose splits it reuses."""
 
     def __init__(self, cfg: TrainConfig, store: str | Path, run_dir: str | Path, *, resume: bool = True,
-                 progress: bool = True, model_overrides: dict[str, Any] | None = None):
+                 progress: bool = True, model_overrides: dict[str, Any] | None = None,
+                 window: WindowSpec | None = None, splits_from: str | Path | None = None):
         from tjepa.train.config import ModelConfig
         from tjepa.train.config import model_overrides as model_overrides_of
         from tjepa.train.config import preset as preset_config
         from tjepa.train.model import ThinkJEPA
 
-        self.cfg, self.progress = cfg, progress
+        self.cfg, self.progress, self.window = cfg, progress, window
         self.d = _setup(cfg.device)
+        if window is not None and self.d.world > 1:
+            raise TjepaError("rollout mode (--rollout) trains in one process; launch it without torchrun")
         self.amp = cfg.amp and self.d.device.type == "cuda"
         index = read_index(store)
         overrides = model_overrides_of(model_overrides)
@@ -198,7 +208,13 @@ class Trainer:
             self.model_cfg = ModelConfig.from_store_layout(probe.model_layout(), cfg.preset, **overrides)
         except ValueError as err:  # a setting that does not fit this store (e.g. pairs with To != Tf)
             raise ConfigError(f"model: {err}") from None
+        if window is not None:
+            self.model_cfg = window.model_config(self.model_cfg)
+            self.rollout_steps = resolve_steps(index.layout, window.obs, window.fut)
         self.doc = run_document(cfg, self.model_cfg.to_dict(), index.path, index.fingerprint, probe.levels)
+        if window is not None:
+            self.doc.update(window=dataclasses.asdict(window),
+                            selection={"metric": "val rollout ADE", "steps": self.rollout_steps, "camera": "last"})
         self.paths = RunPaths(Path(run_dir))
         if self.d.main:
             prepare_run_dir(run_dir, self.doc, resume)
@@ -207,14 +223,26 @@ class Trainer:
 
         if self.resuming and self.paths.splits.exists():
             self.splits: Splits = read_splits(run_dir, index.videos, index.done)
+        elif splits_from is not None and RunPaths(Path(splits_from)).splits.exists():
+            self.splits = read_splits(splits_from, index.videos, index.done)
+            if self.d.main:
+                write_splits(run_dir, self.splits, index.videos)
         else:
             self.splits = make_splits(index.groups, index.done, cfg.fractions, cfg.split_seed)
             if self.d.main:
                 write_splits(run_dir, self.splits, index.videos)
         lim = slice(None, cfg.limit)
-        self.train_ds = CacheDataset(store, self.splits.train[lim], cfg.levels, with_tokens, cfg.preload)
-        self.val_ds = CacheDataset(store, self.splits.val[lim][self.d.rank::self.d.world], cfg.levels,
-                                   with_tokens, cfg.preload)
+        val_rows = self.splits.val[lim][self.d.rank::self.d.world]
+        self.train_ds: Dataset
+        if window is None:
+            self.train_ds = CacheDataset(store, self.splits.train[lim], cfg.levels, with_tokens, cfg.preload)
+            self.val_ds: Dataset = CacheDataset(store, val_rows, cfg.levels, with_tokens, cfg.preload)
+        else:
+            self.train_ds = WindowDataset(store, self.splits.train[lim], window, cfg.levels, with_tokens,
+                                          cfg.preload)
+            self.val_ds = SequenceDataset(store, val_rows, cfg.levels, with_tokens, cfg.preload)
+            if len(self.val_ds) == 0:
+                raise TjepaError(f"{run_dir}: the val split has no rows to select the rollout model on")
 
         torch.manual_seed(cfg.seed)  # identical init on every rank (DDP also broadcasts rank 0's)
         self.core = ThinkJEPA(self.model_cfg).to(self.d.device)
@@ -285,6 +313,11 @@ class Trainer:
         atomic_save(ckpt, self.paths.latest)
 
     # ------------------------------------------------------------------ epochs
+    def _validate(self) -> dict[str, Any]:
+        if self.window is None:
+            return evaluate(self.core, self.val_loader, self.d.device, self.amp, self.d.world)
+        return rollout_validation(self.core, self.val_loader, self.rollout_steps, self.d.device)
+
     def _set_lr(self, epoch: int) -> tuple[float, float]:
         lr_head, lr_pred = self.cfg.lr_at(epoch)
         for g, is_head in zip(self.opt.param_groups, self.head_groups, strict=True):
@@ -344,7 +377,7 @@ class Trainer:
                 with EpochBar(self.epoch + 1, self.cfg.epochs, len(self.sampler) * self.d.world,  # type: ignore[arg-type]
                               enabled=self.progress and self.d.main) as bar:
                     train = self._train_epoch(bar)
-                val = evaluate(self.core, self.val_loader, self.d.device, self.amp, self.d.world)
+                val = self._validate()
                 self.epoch += 1
                 improved = math.isfinite(val["val_ade"]) and val["val_ade"] < self.best
                 if improved:
@@ -364,7 +397,8 @@ class Trainer:
 
 def train_run(cfg: TrainConfig, store: str | Path, run_dir: str | Path, *, resume: bool = True,
               progress: bool = True, max_epochs: int | None = None,
-              model_overrides: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+              model_overrides: dict[str, Any] | None = None, window: WindowSpec | None = None,
+              splits_from: str | Path | None = None) -> list[dict[str, Any]]:
     """Train (or resume) the run in `run_dir` on `store`; returns this call's per-epoch metrics."""
-    return Trainer(cfg, store, run_dir, resume=resume, progress=progress,
-                   model_overrides=model_overrides).fit(max_epochs)
+    return Trainer(cfg, store, run_dir, resume=resume, progress=progress, model_overrides=model_overrides,
+                   window=window, splits_from=splits_from).fit(max_epochs)

@@ -42,6 +42,10 @@ def cache(
     n_past: Annotated[int, typer.Option("--past", min=2, help="Observed frames sampled per video.")] = 32,
     n_future: Annotated[int, typer.Option("--future", min=2, help="Future frames sampled per video.")] = 32,
     rows_per_shard: Annotated[int, typer.Option("--rows-per-shard", min=1, help="Videos per shard file.")] = 8,
+    window_frames: Annotated[int, typer.Option(
+        "--window-frames", min=0, help="Also encode every run of N sampled frames in its own V-JEPA forward "
+                                       "(vjepa/windows: leak-free rollout training; N divides --past and "
+                                       "--future, e.g. 4). 0: off.")] = 0,
     workers: Annotated[
         str,
         typer.Option("--workers", help="dask LocalCluster worker processes: N, or auto (one per GPU); 0 runs in-process."),
@@ -80,6 +84,7 @@ def cache(
         n_past=n_past,
         n_future=n_future,
         rows_per_shard=rows_per_shard,
+        window_frames=window_frames,
         workers=workers,
         scheduler=scheduler,
         generator=generator.value,

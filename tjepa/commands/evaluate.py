@@ -31,14 +31,10 @@ def evaluate(
     split: Annotated[Split, typer.Option(help="Split to score; test = the videos training never read.")] = Split.test,
     out: Annotated[Path | None, typer.Option("--out", help="Output directory (default RUN/eval).")] = None,
     rollout: Annotated[bool, typer.Option(
-        "--rollout/--no-rollout", help="Also run the long-horizon rollout protocol (trains or reuses a "
-                                       "4->4 window model in RUN/rollout/).")] = False,
-    rollout_epochs: Annotated[int | None, typer.Option(
-        "--rollout-epochs", min=1, help="Epochs of the rollout model (default: the run's).")] = None,
+        "--rollout/--no-rollout", help="Also score the long-horizon rollout protocol with the window model "
+                                       "in RUN/rollout/ (made by `tjepa train --out RUN --rollout`).")] = False,
     rollout_steps: Annotated[int | None, typer.Option(
         "--rollout-steps", min=1, help="Recursive steps (default: all the cached future holds, 8 on EgoDex).")] = None,
-    rollout_retrain: Annotated[bool, typer.Option(
-        "--rollout-retrain", help="Train RUN/rollout/ again instead of reusing or resuming it.")] = False,
     rollout_camera: Annotated[Camera, typer.Option(
         "--rollout-camera", help="last: map every step with the last observed camera (honest); oracle: "
                                  "true future cameras (a diagnostic, not a forecast).")] = Camera.last,
@@ -58,8 +54,7 @@ def evaluate(
 
     cfg = EvalConfig(split=split.value, checkpoint=checkpoint.value, batch_size=batch_size, device=device,
                      figures=figures, progress=progress)
-    rcfg = RolloutConfig(steps=rollout_steps, epochs=rollout_epochs, retrain=rollout_retrain,
-                         camera=rollout_camera.value) if rollout else None
+    rcfg = RolloutConfig(steps=rollout_steps, camera=rollout_camera.value) if rollout else None
     m = evaluate_run(run, cache, out, cfg, rcfg)
     table = Table(title=f"{m['meta']['run']} on {m['split']} ({m['n']} videos); world metres")
     for col in ("", "ADE", "FDE", "Acc@5cm"):

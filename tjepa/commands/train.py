@@ -89,13 +89,20 @@ def train(
     resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Continue RUN's checkpoint, or start over.")] = True,
     device: Annotated[str | None, typer.Option(help="auto (default), cpu, cuda or cuda:N.")] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+    rollout: Annotated[bool, typer.Option(
+        "--rollout/--no-rollout", help="Train the run's window model for `tjepa eval --rollout` into OUT/rollout/ "
+                                       "(leak-free windows; needs a store made with --window-frames).")] = False,
+    rollout_obs: Annotated[int, typer.Option("--rollout-obs", min=1, help="Observed tubelets per window.")] = 2,
+    rollout_fut: Annotated[int, typer.Option("--rollout-fut", min=1, help="Predicted tubelets per window.")] = 2,
 ) -> None:
     """Train ThinkJEPA (or a baseline) on cached features; DDP when launched with torchrun."""
     from rich.console import Console
 
     from tjepa.config_io import load_file, merge, overrides
     from tjepa.train.loop import Trainer
+    from tjepa.train.rollout import ROLLOUT_DIR
     from tjepa.train.run_config import run_settings
+    from tjepa.train.windows import WindowSpec
 
     flags = flag_settings(
         train__epochs=epochs, train__batch_size=batch_size, train__seed=seed, train__split_seed=split_seed,
@@ -105,11 +112,16 @@ def train(
         model__level_mode=level_mode, model__conditioning=conditioning)
     doc = merge(load_file(config) if config else {}, flags, overrides(settings or []))
     cfg, model = run_settings(doc)
-    trainer = Trainer(cfg, cache, out, resume=resume, progress=progress, model_overrides=model)
+    window = WindowSpec(rollout_obs, rollout_fut) if rollout else None
+    run_dir = out / ROLLOUT_DIR if rollout else out
+    trainer = Trainer(cfg, cache, run_dir, resume=resume, progress=progress, model_overrides=model, window=window,
+                      splits_from=out if rollout else None)
     console = Console(stderr=True)
     if trainer.d.main:
         what = f"resuming after epoch {trainer.epoch}" if trainer.resuming else "starting"
-        console.print(f"{what}: {trainer.model_cfg.variant} ({cfg.preset}) on {len(trainer.train_ds)} train / "
+        kind = f" {rollout_obs}->{rollout_fut} window model" if rollout else ""
+        console.print(f"{what}: {trainer.model_cfg.variant} ({cfg.preset}){kind} on {len(trainer.train_ds)} "
+                      f"train{' windows' if rollout else ''} / "
                       f"{len(trainer.splits.val)} val videos, device {trainer.d.device}"
                       f"{' x' + str(trainer.d.world) if trainer.d.world > 1 else ''}, "
                       f"amp {'on' if trainer.amp else 'off'}", highlight=False)
