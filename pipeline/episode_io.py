@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from tjepa.config_io import ConfigMixin
+from tjepa.errors import ConfigError
 from tjepa.pipeline.sampling import causal_split
 from tjepa.pipeline.sources import Episode
 from tjepa.pipeline.video import VideoInfo, decode_frames, probe, validate_for_sampling
@@ -35,7 +36,7 @@ class SamplingConfig(ConfigMixin):
     def __post_init__(self) -> None:
         if self.window_frames and (self.window_frames < 1 or self.n_past % self.window_frames
                                    or self.n_future % self.window_frames):
-            raise ValueError(f"window_frames={self.window_frames} must divide both --past ({self.n_past}) and "
+            raise ConfigError(f"window_frames={self.window_frames} must divide both --past ({self.n_past}) and "
                              f"--future ({self.n_future}): a window may not straddle the split")
 
     def to_dict(self) -> dict:

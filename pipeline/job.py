@@ -115,7 +115,9 @@ def store_layout(job: CacheJob, with_targets: bool):
 
 def _window_tubelets(window_frames: int, tubelet: int) -> int:
     if window_frames % tubelet:
-        raise ValueError(f"--window-frames {window_frames} is not a multiple of the V-JEPA tubelet ({tubelet})")
+        from tjepa.errors import ConfigError
+
+        raise ConfigError(f"--window-frames {window_frames} is not a multiple of the V-JEPA tubelet ({tubelet})")
     return window_frames // tubelet
 
 
