@@ -208,7 +208,7 @@ def measure_stage_one(videos: Path, warm_videos: Path, models_dir: Path, out: Pa
     """A warm-up job (loads the models), then the timed job; plus the mean prompt length it stored."""
     import numpy as np
 
-    from tjepa.cache_schema import FeatureStore
+    from tjepa.cache_schema.reader import StoreReader
     from tjepa.pipeline.encoders.presets import resolve_encoders
     from tjepa.pipeline.job import CacheJob, run
 
@@ -218,8 +218,7 @@ def measure_stage_one(videos: Path, warm_videos: Path, models_dir: Path, out: Pa
     s = run(CacheJob(videos=videos, out=out / "timed", **kw))
     if s.failed:
         raise RuntimeError(f"stage one on {device}: {len(s.failed)} videos failed, e.g. {s.failed[0]}")
-    store = FeatureStore.open(out / "timed")
-    prompt_len = float(np.mean(store.array("vlm/prompt_len")[: store.n_rows]))
+    prompt_len = float(np.mean(StoreReader(out / "timed").read("prompt_len")))
     return {"seconds": s.seconds, "done": len(s.done), "stage": s.stage_seconds, "prompt_len": prompt_len}
 
 

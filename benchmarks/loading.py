@@ -62,8 +62,8 @@ PARAMS = {
 class StoreReadDataset(torch.utils.data.Dataset):
     """The arrays a training sample needs, read from the store and returned as stored (fp16/fp32)."""
 
-    KEYS = ("vjepa/past", "vjepa/future", "vlm/prompt_mean", "vlm/think_mean", "targets/joints_past",
-            "targets/joints_future", "targets/valid_past", "targets/valid_future")
+    KEYS = ("vjepa_past", "vjepa_future", "prompt_mean", "think_mean", "joints_past", "joints_future",
+            "valid_past", "valid_future")
 
     def __init__(self, path: Path, n: int):
         self.path, self.n = str(path), n
@@ -74,12 +74,12 @@ class StoreReadDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         if self._arrays is None:  # per process, after the fork
-            import zarr
+            from tjepa.cache_schema.reader import StoreReader
 
-            g = zarr.open_group(self.path, mode="r")
-            self._arrays = {k: g[k] for k in (*self.KEYS, "targets/cam_past")}
+            reader = StoreReader(self.path)
+            self._arrays = {k: reader.array(k) for k in (*self.KEYS, "cam_past")}
         out = {k: torch.from_numpy(np.asarray(self._arrays[k][i])) for k in self.KEYS}
-        out["cam_last"] = torch.from_numpy(np.asarray(self._arrays["targets/cam_past"][i, -1]))
+        out["cam_last"] = torch.from_numpy(np.asarray(self._arrays["cam_past"][i, -1]))
         return out
 
 

@@ -232,6 +232,10 @@ ARRAYS: tuple[ArraySpec, ...] = (
 )
 # fmt: on
 
+# Field name (`ArraySpec.field`: the RowData / batch name) -> array path. Readers name arrays by field
+# (`StoreReader.array("joints_future")`); only cache_schema spells paths.
+PATHS: dict[str, str] = {spec.field: spec.path for spec in ARRAYS}
+
 # Written by the coordinator (add_rows / update_source), never by workers.
 COORDINATOR_FIELDS = ("video", "group", "source_size", "source_mtime")
 

@@ -21,9 +21,10 @@ from typing import Any
 
 import numpy as np
 import torch
-import zarr
 from torch.utils.data import DataLoader
 
+from tjepa.cache_schema.layout import PATHS
+from tjepa.cache_schema.reader import StoreReader
 from tjepa.eval import plots
 from tjepa.eval.baselines import BaselineScorer
 from tjepa.eval.report import assemble_metrics, render_report, write_metrics_json
@@ -60,12 +61,11 @@ def _progress(enabled: bool) -> Any:
 
 def _index_arrays(store: str, rows: tuple[int, ...]) -> dict[str, dict[int, np.ndarray]]:
     """Per-row index data the model does not need: frame indices (baselines) and picture geometry."""
-    g = zarr.open_group(store, mode="r")
+    reader = StoreReader(store)
     idx = np.asarray(sorted(rows), np.int64)
     out = {}
-    for key in ("index/past_idx", "index/future_idx", "index/width", "index/height", "targets/intrinsics"):
-        vals = np.asarray(g[key].oindex[idx])
-        out[key] = {int(r): v for r, v in zip(idx, vals, strict=True)}
+    for field in ("past_idx", "future_idx", "width", "height", "intrinsics"):
+        out[field] = {int(r): v for r, v in zip(idx, reader.read(field, idx), strict=True)}
     return out
 
 
@@ -91,8 +91,8 @@ def predict_and_score(run: LoadedRun, rows: tuple[int, ...], cfg: EvalConfig) ->
             meter.update(pred, batch["joints_future"], batch["valid_future"])
             latent.update(out.pred_future, batch["vjepa_future"])
             base.update(batch["joints_past"], batch["valid_past"],
-                        np.stack([index["index/past_idx"][i] for i in r]),
-                        np.stack([index["index/future_idx"][i] for i in r]),
+                        np.stack([index["past_idx"][i] for i in r]),
+                        np.stack([index["future_idx"][i] for i in r]),
                         batch["joints_future"], batch["valid_future"])
             for key, val in (("row", batch["row"]), ("pred", pred), ("gt", batch["joints_future"]),
                              ("valid", batch["valid_future"]), ("past", batch["joints_past"]),
@@ -127,11 +127,12 @@ def trajectory_figures(run: LoadedRun, arrays: dict[str, np.ndarray], index: dic
     rows (`preds` row -> [Tf, J, 3] replaces the model's predictions, e.g. for rollouts)."""
     if n <= 0:
         return []
-    g = zarr.open_group(run.store, mode="r")
-    if "thumbs/last_past" not in g:
-        warnings.warn(f"{run.store} has no thumbnails (thumbs/last_past): no trajectory pictures",
+    reader = StoreReader(run.store)
+    if not reader.has("thumb"):
+        warnings.warn(f"{run.store} has no thumbnails ({PATHS['thumb']}): no trajectory pictures",
                       RuntimeWarning, stacklevel=2)
         return []
+    thumbs = reader.array("thumb")
     paths = []
     for i in range(min(n, len(arrays["row"]))):
         row = int(arrays["row"][i])
@@ -140,8 +141,8 @@ def trajectory_figures(run: LoadedRun, arrays: dict[str, np.ndarray], index: dic
         past = np.where(arrays["valid_past"][i][..., None], arrays["past"][i], np.nan)
         video = run.index.videos[row]
         paths.append(plots.plot_trajectories(
-            g["thumbs/last_past"][row], index["targets/intrinsics"][row], int(index["index/width"][row]),
-            int(index["index/height"][row]), arrays["cam"][i], gt, pred,
+            thumbs[row], index["intrinsics"][row], int(index["width"][row]),
+            int(index["height"][row]), arrays["cam"][i], gt, pred,
             fig_dir / f"{tag}_{i:02d}_{_slug(video)}.png", past=past, title=f"{video}{title}"))
     return paths
 

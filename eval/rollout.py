@@ -119,7 +119,7 @@ def evaluate_rollout(run: LoadedRun, rows: tuple[int, ...], cfg: RolloutConfig, 
     stability, info (protocol, model, camera note), kept (predictions of the first `keep` videos)}."""
     model, info = load_rollout_model(run)
     obs, fut = model.cfg.n_past // model.cfg.tubelet, model.cfg.n_future // model.cfg.tubelet
-    steps = _rollout.resolve_steps(run.index.layout, obs, fut, cfg.steps)
+    steps = _rollout.resolve_steps(run.index.layout.to_dict(), obs, fut, cfg.steps)
     ds = SequenceDataset(run.store, rows, run.levels, model.cfg.conditioning == "crossattn")
     loader = DataLoader(ds, batch_size=batch_size, shuffle=False)
     traj, stab, kept = score_rollout(model, loader, cfg, steps, run.device, keep=keep)

@@ -31,15 +31,16 @@ if python -c "import vllm; print('vllm', vllm.__version__)"; then
   tjepa cache --videos "$OUT/data" --out "$OUT/vllm.zarr" --models full-random --models-dir "$OUT/models" \
     --device cuda --batch-size 4 --generator vllm | tee "$OUT/cache_vllm.log"
   python - "$OUT" <<'PY'
-import sys, numpy as np, zarr
+import sys, numpy as np
+from tjepa.cache_schema.reader import StoreReader
 out = sys.argv[1]
-a, b = zarr.open_group(f"{out}/hf.zarr", mode="r"), zarr.open_group(f"{out}/vllm.zarr", mode="r")
-ids_a, ids_b = a["vlm/think_ids"][:], b["vlm/think_ids"][:]
+a, b = StoreReader(f"{out}/hf.zarr"), StoreReader(f"{out}/vllm.zarr")
+ids_a, ids_b = a.read("think_ids"), b.read("think_ids")
 same = (ids_a == ids_b).all(axis=1)
 print(f"greedy ids identical for {same.sum()}/{len(same)} videos")
-for path in ("vlm/prompt_mean", "vlm/think_mean"):
-    d = np.abs(a[path][:] - b[path][:]).max(axis=(1, 2))
-    print(f"{path}: max abs diff per video (same ids -> same states expected): {d[same].max() if same.any() else 'n/a'}")
+for field in ("prompt_mean", "think_mean"):
+    d = np.abs(a.read(field) - b.read(field)).max(axis=(1, 2))
+    print(f"{field}: max abs diff per video (same ids -> same states expected): {d[same].max() if same.any() else 'n/a'}")
 PY
   if [ "$(python -c 'import torch; print(torch.cuda.device_count())')" -ge 2 ]; then
     # non-daemonic dask workers, one engine per GPU

@@ -10,50 +10,26 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
-import zarr
 
-from tjepa.cache_schema.layout import ARRAYS
-from tjepa.cache_schema.store import DONE, read_root_attrs
+from tjepa.cache_schema.layout import PATHS, StoreLayout
+from tjepa.cache_schema.reader import StoreReader, captured_layers
 from tjepa.errors import StoreFormatError, TjepaError
 
-# batch key -> store array; `cam_last` is the last step of cam_past
+# batch key -> store field (cache_schema.layout.PATHS); `cam_last` is the last step of cam_past
 _BASE = {
-    "vjepa_past": "vjepa/past", "vjepa_future": "vjepa/future",
-    "prompt_mean": "vlm/prompt_mean", "think_mean": "vlm/think_mean",
-    "joints_past": "targets/joints_past", "valid_past": "targets/valid_past",
-    "joints_future": "targets/joints_future", "valid_future": "targets/valid_future",
-    "cam_last": "targets/cam_past",
+    "vjepa_past": "vjepa_past", "vjepa_future": "vjepa_future",
+    "prompt_mean": "prompt_mean", "think_mean": "think_mean",
+    "joints_past": "joints_past", "valid_past": "valid_past",
+    "joints_future": "joints_future", "valid_future": "valid_future",
+    "cam_last": "cam_past",
 }
-_TOKENS = {"prompt_tokens": "vlm/prompt_tokens", "prompt_len": "vlm/prompt_len",
-           "think_tokens": "vlm/think_tokens", "think_len": "vlm/think_len"}
+_TOKENS = {k: k for k in ("prompt_tokens", "prompt_len", "think_tokens", "think_len")}
+__all__ = ["CacheDataset", "StoreIndex", "captured_layers", "level_positions", "read_index", "to_device"]
+
 _LEVELLED = ("prompt_mean", "think_mean", "prompt_tokens", "think_tokens")  # axis 0 = level (per row)
-_SPECS = {spec.path: spec for spec in ARRAYS}  # spec.decode: bfloat16 token bits -> float32
-
-
-def _find_layers(node: Any) -> list[list[int]]:
-    """Every `layers` list of ints anywhere in a nested config dict."""
-    found: list[list[int]] = []
-    if isinstance(node, dict):
-        for key, val in node.items():
-            if key == "layers" and isinstance(val, (list, tuple)) and all(isinstance(x, int) for x in val):
-                found.append([int(x) for x in val])
-            else:
-                found.extend(_find_layers(val))
-    return found
-
-
-def captured_layers(config: dict) -> tuple[int, ...]:
-    """The decoder layer numbers the store captured (the `layers` list of the encoder config,
-    `config["encoders"]["layers"]` in stores written by stage one; found wherever it is nested)."""
-    found = {tuple(x) for x in _find_layers(config)}
-    if len(found) != 1:
-        raise StoreFormatError(f"the store config must name exactly one `layers` list of captured decoder "
-                               f"layers, found {sorted(found) or 'none'}")
-    return found.pop()
 
 
 @dataclass(frozen=True)
@@ -64,7 +40,7 @@ class StoreIndex:
     videos: tuple[str, ...]
     groups: tuple[str, ...]
     done: np.ndarray  # bool [N]
-    layout: dict
+    layout: StoreLayout
     config: dict
     fingerprint: str
     layers: tuple[int, ...]
@@ -76,21 +52,15 @@ def read_index(store_path: str | Path) -> StoreIndex:
     """Open a store read-only and read its attributes and index arrays (never the features).
 
     Only committed rows (the `rows` root attribute: arrays are grown before it is updated) count."""
-    path = str(store_path)
-    attrs = read_root_attrs(path)  # StoreFormatError unless this is a tjepa store we can read
-    g = zarr.open_group(path, mode="r")
-    n = int(attrs["rows"])
+    reader = StoreReader(store_path)  # StoreFormatError unless this is a tjepa store we can read
     try:
-        status = np.asarray(g["index/status"][:n])
-        videos = tuple(str(v) for v in g["index/video"][:n].tolist())
-        groups = tuple(str(v) for v in g["index/group"][:n].tolist())
+        done, videos, groups = reader.done(), reader.strings("video"), reader.strings("group")
     except KeyError as err:
-        raise StoreFormatError(f"{path}: missing index array ({err})") from err
+        raise StoreFormatError(f"{reader.location}: missing index array ({err})") from err
     return StoreIndex(
-        path=path, videos=videos, groups=groups, done=status == DONE,
-        layout=dict(attrs["layout"]), config=dict(attrs["config"]), fingerprint=str(attrs["fingerprint"]),
-        layers=captured_layers(attrs["config"]), has_targets="targets/joints_future" in g,
-        has_tokens="vlm/prompt_tokens" in g and "vlm/think_tokens" in g,
+        path=reader.location, videos=videos, groups=groups, done=done, layout=reader.layout,
+        config=reader.config, fingerprint=reader.fingerprint, layers=reader.layers,
+        has_targets=reader.has_targets, has_tokens=reader.has_tokens,
     )
 
 
@@ -129,8 +99,8 @@ class CacheDataset(torch.utils.data.Dataset):
             raise TjepaError(f"{self.path}: the store has no targets (made from plain videos); the "
                              f"trajectory head needs EgoDex-style labels to train")
         if with_tokens and not self.index.has_tokens:
-            raise TjepaError(f"{self.path}: the store has no token arrays (vlm/prompt_tokens, "
-                             f"vlm/think_tokens); re-run `tjepa cache` keeping tokens, or use mean conditioning")
+            raise TjepaError(f"{self.path}: the store has no token arrays ({PATHS['prompt_tokens']}, "
+                             f"{PATHS['think_tokens']}); re-run `tjepa cache` keeping tokens, or use mean conditioning")
         done = self.index.done
         if rows is None:
             rows = np.flatnonzero(done).tolist()
@@ -144,30 +114,18 @@ class CacheDataset(torch.utils.data.Dataset):
         self._lv = np.asarray(level_positions(self.index.layers, levels))
         self._all_levels = np.array_equal(self._lv, np.arange(len(self.index.layers)))
         self.fields = dict(_BASE, **(_TOKENS if with_tokens else {}))
-        self._group: zarr.Group | None = None  # opened lazily per process
-        self._arrays: dict[str, zarr.Array] = {}
+        self.reader = StoreReader(self.path)  # zarr handles opened lazily per process, never pickled
         self._mem: dict[str, np.ndarray] | None = None
         if preload:
             self._mem = self._read_bulk()
 
-    # --- process safety: a zarr handle never crosses a pickle boundary
-    def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
-        state["_group"], state["_arrays"] = None, {}
-        return state
+    def _array(self, field: str):
+        return self.reader.array(field)
 
-    def _open(self) -> zarr.Group:
-        if self._group is None:
-            self._group = zarr.open_group(self.path, mode="r")
-            self._arrays = {}
-        return self._group
-
-    def _array(self, name: str) -> zarr.Array:
-        """Array handles are cached per process: opening one re-reads its metadata."""
-        g = self._open()
-        if name not in self._arrays:
-            self._arrays[name] = g[name]
-        return self._arrays[name]
+    @property
+    def _group(self):
+        """The open zarr group of this process (None until the first read, and after unpickling)."""
+        return self.reader._group
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -184,7 +142,7 @@ class CacheDataset(torch.utils.data.Dataset):
         mem = {}
         for key, name in self.fields.items():
             arr = self._array(name)
-            x = _SPECS[name].decode(arr[int(rows[0]):int(rows[-1]) + 1] if contiguous else arr.oindex[rows])
+            x = self.reader.decode(name, arr[int(rows[0]):int(rows[-1]) + 1] if contiguous else arr.oindex[rows])
             if key == "cam_last":
                 x = np.ascontiguousarray(x[:, -1])
             mem[key] = self._select_levels(key, x, 1)
@@ -195,7 +153,7 @@ class CacheDataset(torch.utils.data.Dataset):
             return {k: v[i] for k, v in self._mem.items()}
         row, out = self.rows[i], {}
         for key, name in self.fields.items():
-            x = self._array(name)[row, -1] if key == "cam_last" else _SPECS[name].decode(self._array(name)[row])
+            x = self._array(name)[row, -1] if key == "cam_last" else self.reader.decode(name, self._array(name)[row])
             out[key] = self._select_levels(key, np.asarray(x), 0)
         return out
 
@@ -216,6 +174,4 @@ class CacheDataset(torch.utils.data.Dataset):
 
     def model_layout(self) -> dict:
         """The store layout as the model sees it (level count reduced to the chosen subset)."""
-        layout = dict(self.index.layout)
-        layout["levels"] = len(self.levels) if isinstance(layout.get("levels"), int) else list(self.levels)
-        return layout
+        return self.index.layout.replace(levels=len(self.levels)).to_dict()

@@ -210,7 +210,7 @@ class Trainer:
             raise ConfigError(f"model: {err}") from None
         if window is not None:
             self.model_cfg = window.model_config(self.model_cfg)
-            self.rollout_steps = resolve_steps(index.layout, window.obs, window.fut)
+            self.rollout_steps = resolve_steps(index.layout.to_dict(), window.obs, window.fut)
         self.doc = run_document(cfg, self.model_cfg.to_dict(), index.path, index.fingerprint, probe.levels)
         if window is not None:
             self.doc.update(window=dataclasses.asdict(window),

@@ -3,14 +3,14 @@
 sampled sequence, as a mode of the one trainer (`tjepa train --rollout`, train/loop.py).
 
 The sequence. Stage one, with `--window-frames`, encodes every run of `window_tubelets` tubelets of
-the To + Tf sampled frames in its own V-JEPA forward (`vjepa/windows`); concatenated they form one
+the To + Tf sampled frames in its own V-JEPA forward (the `vjepa_windows` field); concatenated they form one
 sequence of (To + Tf)/t tubelets whose latents never attended across a window edge. A window starting
 at tubelet s observes [s, s+obs) and predicts [s+obs, s+obs+fut); its joints and validity are those of
 the matching frames, its `cam_last` the camera pose of its last observed frame.
 
 Leak-free starts (`leak_free_starts`): a window is trained on only when
 - its first target tubelet begins an encoding window, so no context latent attended to a target
-  frame (the clips of `vjepa/past` / `vjepa/future` are single bidirectional forwards: cutting
+  frame (the `vjepa_past` / `vjepa_future` clips are single bidirectional forwards: cutting
   windows from them leaked the targets into the context of all but one window per video), and
 - its targets lie after every frame the VLM saw (the observed half): the guidance is the video's
   own, computed from the observed frames only.
@@ -67,18 +67,18 @@ def leak_free_starts(layout: dict[str, Any], spec: WindowSpec, store: str = "the
 
 class SequenceDataset(CacheDataset):
     """Whole-video items with the independently encoded latents: `vjepa_past` / `vjepa_future` are
-    the split of `vjepa/windows` (not the single-forward clips), plus the camera pose of every sampled
+    the split of the `vjepa_windows` field (not the single-forward clips), plus the camera pose of every sampled
     frame, `cams_past` [To,4,4] and `cams_future` [Tf,4,4]."""
 
     def __init__(self, store: str | Path, rows: Sequence[int], levels: tuple[int, ...] | None = None,
                  with_tokens: bool = False, preload: bool = False):
         super().__init__(store, rows, levels, with_tokens, preload=False)
-        layout = self.index.layout
+        layout = self.index.layout.to_dict()
         leak_free_starts(layout, WindowSpec(), self.path)  # refuses a store without windows
         self.past_tubelets = int(layout["n_past"]) // int(layout["tubelet"])
         for key in ("vjepa_past", "vjepa_future"):
             del self.fields[key]
-        self.fields.update(vjepa_windows=WINDOWS, cams_past="targets/cam_past", cams_future="targets/cam_future")
+        self.fields.update(vjepa_windows="vjepa_windows", cams_past="cam_past", cams_future="cam_future")
         if preload:
             self._mem = self._read_bulk()
 
@@ -97,8 +97,8 @@ class WindowDataset(torch.utils.data.Dataset):
                  levels: tuple[int, ...] | None = None, with_tokens: bool = False, preload: bool = False):
         self.videos = SequenceDataset(store, rows, levels, with_tokens, preload)
         self.spec, self.rows = spec, self.videos.rows
-        self.tubelet = int(self.videos.index.layout["tubelet"])
-        self.starts = leak_free_starts(self.videos.index.layout, spec, self.videos.path)
+        self.tubelet = self.videos.index.layout.tubelet
+        self.starts = leak_free_starts(self.videos.index.layout.to_dict(), spec, self.videos.path)
 
     def __len__(self) -> int:
         return len(self.videos) * len(self.starts)
