@@ -150,6 +150,24 @@ def test_config_mismatch_and_starting_over(tmp_path, store):
     assert json.loads((run / "config.json").read_text())["train"]["batch_size"] == 2
 
 
+def test_a_run_from_before_new_model_keys_still_resumes(tmp_path, store):
+    """config.json written before model.head/rope/init/cond_style existed: an absent key is its default."""
+    run = tmp_path / "run"
+    Trainer(cfg(epochs=2), store, run, progress=False).fit(max_epochs=1)
+    doc = json.loads((run / "config.json").read_text())
+    new_keys = ("head", "rope", "init", "cond_style")
+    for key in new_keys:
+        del doc["model"][key]
+    (run / "config.json").write_text(json.dumps(doc))
+    resumed = Trainer(cfg(epochs=2), store, run, progress=False)
+    assert resumed.resuming and resumed.epoch == 1
+    assert {k: json.loads((run / "config.json").read_text())["model"][k] for k in new_keys} == \
+        {"head": "ours", "rope": "thw", "init": "ours", "cond_style": "ours"}  # rewritten in today's shape
+    (run / "config.json").write_text(json.dumps(doc))
+    with pytest.raises(ConfigMismatchError, match=r"model\.rope: '<absent>' -> 'frame_patch'"):
+        Trainer(cfg(epochs=2), store, run, progress=False, model_overrides={"rope": "frame_patch"})
+
+
 def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     store = sf.write_store(tmp_path / "s.zarr", FC)
     run = tmp_path / "run"

@@ -9,6 +9,7 @@ RUN/ckpt_latest.pt, RUN/ckpt_best.pt
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import warnings
@@ -142,11 +143,40 @@ def upgrade_document(doc: dict[str, Any]) -> dict[str, Any]:
     return doc
 
 
+def _field_default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else dataclasses.MISSING
+
+
+def with_new_defaults(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """`old` with each `train` / `model` key it lacks but `new` has filled in, when `new` holds that
+    field's default: a run written before the field existed computed exactly the default (e.g. a run
+    from before `model.head` resumes with head="ours"); a non-default new value stays a difference."""
+    from tjepa.config_io import plain
+    from tjepa.train.config import ModelConfig
+
+    out = dict(old)
+    for section, cls in (("train", TrainConfig), ("model", ModelConfig)):
+        have, want = old.get(section), new.get(section)
+        if not isinstance(have, dict) or not isinstance(want, dict):
+            continue
+        filled = dict(have)
+        for f in dataclasses.fields(cls):
+            default = _field_default(f)
+            if f.name not in have and f.name in want and default is not dataclasses.MISSING \
+                    and plain(want[f.name]) == plain(default):
+                filled[f.name] = want[f.name]
+        out[section] = filled
+    return out
+
+
 def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """'key: old -> new' for every setting that changes what a run computes (paths, versions and
-    operational settings excluded)."""
+    operational settings excluded; a key older runs lack counts as its default, `with_new_defaults`)."""
     ignore = {f"train.{k}" for k in OPERATIONAL} | {"store.path", "tjepa_version"}
-    return config_diff(upgrade_document(old), upgrade_document(new), ignore, show=repr, absent="'<absent>'")
+    old, new = upgrade_document(old), upgrade_document(new)
+    return config_diff(with_new_defaults(old, new), new, ignore, show=repr, absent="'<absent>'")
 
 
 def prepare_run_dir(run_dir: str | Path, doc: dict[str, Any], resume: bool = True) -> tuple[RunPaths, bool]:
