@@ -28,13 +28,23 @@ def parse_workers(value: str) -> int:
         import torch
 
         return max(1, torch.cuda.device_count())
+    return count_option(value, "--workers")
+
+
+def count_option(value: str, flag: str) -> int:
+    """A non-negative integer option, or an error naming the flag."""
     try:
         n = int(value)
     except ValueError:
-        raise TjepaError(f"--workers must be an integer or 'auto', got {value!r}") from None
+        raise TjepaError(f"{flag} must be an integer or 'auto', got {value!r}") from None
     if n < 0:
-        raise TjepaError(f"--workers must be >= 0, got {n}")
+        raise TjepaError(f"{flag} must be >= 0, got {n}")
     return n
+
+
+def parse_decode_workers(value: str) -> int | str:
+    """'auto' stays 'auto' (each model worker sizes it from its own cores); else an integer >= 0."""
+    return value if value == "auto" else count_option(value, "--decode-workers")
 
 
 def parse_layers(value: str | None) -> tuple[int, ...] | None:
@@ -101,6 +111,7 @@ def run_cache_command(
     *, videos, out, preset, models_dir, layout, device, batch_size, limit, retry_failed, keep_tokens, layers,
     max_new_tokens, n_past, n_future, rows_per_shard, workers, scheduler, generator, gpu_memory_utilization=0.45,
     json_out: bool = False, window_frames: int = 0,
+    decode_workers="0",
 ) -> int:
     from tjepa.pipeline.encoders.presets import resolve_encoders
     from tjepa.pipeline.memory import limit_malloc_arenas
@@ -136,6 +147,7 @@ def run_cache_command(
         limit=limit,
         retry_failed=retry_failed,
         workers=n_workers,
+        decode_workers=parse_decode_workers(decode_workers),
         scheduler=scheduler,
     )
     console = Console(stderr=True)

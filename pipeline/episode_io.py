@@ -98,8 +98,10 @@ def load_targets(episode: Episode, n_frames: int, past_idx: np.ndarray, future_i
     }
 
 
-def load_episode(episode: Episode, cfg: SamplingConfig) -> LoadedEpisode:
-    """Probe, sample, decode and read labels for one episode; InputError on any bad input."""
+def load_episode(episode: Episode, cfg: SamplingConfig, thread_type: str = "FRAME") -> LoadedEpisode:
+    """Probe, sample, decode and read labels for one episode; InputError on any bad input.
+
+    `thread_type` is the decoder's threading (PyAV's names); the frames are the same either way."""
     info = probe(episode.video)
     validate_for_sampling(info, cfg.n_past, cfg.n_future, episode.video)
     past_idx, future_idx = causal_split(info.n_frames, cfg.n_past, cfg.n_future)
@@ -108,7 +110,7 @@ def load_episode(episode: Episode, cfg: SamplingConfig) -> LoadedEpisode:
     if episode.labels is not None:
         targets = load_targets(episode, info.n_frames, past_idx, future_idx)
     wanted = np.concatenate([past_idx, future_idx])
-    frames = decode_frames(episode.video, wanted, size=decode_size(info, cfg.decode_short_side))
+    frames = decode_frames(episode.video, wanted, size=decode_size(info, cfg.decode_short_side), thread_type=thread_type)
     past, future = frames[: len(past_idx)], frames[len(past_idx) :]
     return LoadedEpisode(
         episode=episode,

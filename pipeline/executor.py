@@ -4,8 +4,9 @@ The coordinator (this process) has already created or grown every array; units o
 their own shard, so workers never race. dask reschedules the unit of a worker that dies; the rerun
 skips rows already marked done, so no row is lost and none is written twice.
 
-`--generator vllm`: vLLM's engine runs in a child process, and dask's nanny starts workers as
-daemonic processes, which may not have children. Local clusters for vLLM therefore run with
+`--generator vllm`: vLLM's engine runs in a child process (so do `--decode-workers` processes), and
+dask's nanny starts workers as daemonic processes, which may not have children. Local clusters for
+vLLM or decode workers therefore run with
 `distributed.worker.daemon: False`, and each worker sees only its own GPU from the start
 (CUDA_VISIBLE_DEVICES: vLLM ignores torch device names). Workers of an existing scheduler are
 checked and refused with the way to start them.
@@ -102,7 +103,9 @@ def run_on_dask(
 ) -> list[UnitResult]:
     """Submit one task per shard to a LocalCluster (n_workers) or an existing scheduler address."""
     vllm = opts.generator == "vllm"
-    with non_daemonic_workers() if vllm else contextlib.nullcontext():
+    # vLLM's engine and the decode pool both start child processes inside the worker.
+    children = vllm or opts.decode_workers != 0
+    with non_daemonic_workers() if children else contextlib.nullcontext():
         return _run_on_dask(units, opts, on_row, n_workers, scheduler, vllm)
 
 

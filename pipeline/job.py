@@ -32,6 +32,7 @@ class CacheJob:
     retry_failed: bool = False
     workers: int = 0  # 0: in-process; N: a LocalCluster of N worker processes
     scheduler: str | None = None  # an existing dask scheduler address
+    decode_workers: int | str = 0  # per model worker: 0 = one prefetch thread, N processes, or "auto"
 
 
 @dataclass
@@ -182,6 +183,8 @@ def run(job: CacheJob, on_row=None, on_plan=None) -> JobSummary:
         device=job.device,
         generator=job.generator,
         vllm=job.vllm,
+        decode_workers=job.decode_workers,
+        model_workers_per_host=max(1, job.workers) if not job.scheduler else 1,
     )
     on_row = on_row or (lambda video, error: None)
     if not units:

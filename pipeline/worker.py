@@ -2,7 +2,7 @@
 
 zarr has no locks (measured: interleaved writers inside a shard silently lose rows), so a unit is
 always a whole shard's worth of rows and every store write of the unit goes through one writer
-thread. Decoding runs ahead on a prefetch thread; writing runs behind on the writer thread; the
+thread. Decoding runs ahead on a prefetch thread (or in decode processes); writing runs behind on the writer thread; the
 calling thread only runs the models.
 """
 
@@ -33,6 +33,9 @@ class WorkerOptions:
     generator: str = "transformers"
     prefetch_depth: int = 8
     vllm: VllmConfig = VllmConfig()  # engine settings for generator == "vllm"
+    # 0: decode on one prefetch thread; N: N decode processes; "auto": from this worker's cores
+    decode_workers: int | str = 0
+    model_workers_per_host: int = 1  # model workers sharing this host's cores ("auto" divides by it)
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,36 @@ def get_encoders(opts: WorkerOptions):
         _ENCODERS[key] = load_encoders(opts.encoders, device=resolve_device(opts.device), generator=opts.generator,
                                        vllm=opts.vllm, n_frames=opts.sampling.n_past)
     return _ENCODERS[key]
+
+
+DECODE_POOL_THREADING = "NONE"  # PyAV thread_type inside each decode process
+
+
+def load_item(item: tuple[int, Episode], sampling: SamplingConfig, thread_type: str = "FRAME") -> LoadedEpisode:
+    """Decode one (row, episode) work item (module level: decode processes unpickle it)."""
+    return load_episode(item[1], sampling, thread_type)
+
+
+def prefetcher(todo: list[tuple[int, Episode]], opts: WorkerOptions):
+    """The thread prefetcher, or the decode process pool when decode workers are asked for."""
+    import functools
+
+    from tjepa.pipeline.decode_pool import PoolPrefetcher, resolve_decode_workers
+    from tjepa.pipeline.prefetch import Prefetcher
+
+    fn = functools.partial(load_item, sampling=opts.sampling)
+    sharers = opts.model_workers_per_host
+    if resolve_device(opts.device).startswith("cuda"):
+        import torch
+
+        sharers = max(sharers, torch.cuda.device_count())  # cores per GPU on a multi-GPU node
+    n = resolve_decode_workers(opts.decode_workers, sharers)
+    if n == 0:
+        return Prefetcher(todo, fn, opts.prefetch_depth)
+    # One decoder thread per process: parallel across videos, not within one (BENCHMARKS.md, stage one).
+    fn = functools.partial(load_item, sampling=opts.sampling, thread_type=DECODE_POOL_THREADING)
+    # Enough in flight for every process to stay busy while the model fills and runs a batch.
+    return PoolPrefetcher(todo, fn, n, depth=max(opts.prefetch_depth, opts.batch_size + 2 * n))
 
 
 def encode_windows(vjepa, batch: list[LoadedEpisode], window_frames: int) -> np.ndarray:
@@ -279,11 +312,9 @@ def process_unit(
         items = [(row, ep.episode.id, d) for (row, ep), d in zip(batch, datas, strict=True)]
         writer.submit(store_rows, store, items, unit.run)
 
-    from tjepa.pipeline.prefetch import Prefetcher
-
     batch: list[tuple[int, LoadedEpisode]] = []
     try:
-        with Prefetcher(todo, lambda item: load_episode(item[1], opts.sampling), opts.prefetch_depth) as pf:
+        with prefetcher(todo, opts) as pf:
             it = iter(pf)
             while True:
                 t0 = time.perf_counter()

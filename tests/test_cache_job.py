@@ -179,3 +179,54 @@ def test_kept_tokens_average_to_the_stored_means(tmp_path, synth_root, tiny_mode
         # rounding, i.e. within one bfloat16 ulp of the largest state
         ulp = np.abs(tokens).max() * 2.0**-7
         np.testing.assert_allclose(mean, g[f"vlm/{stream}_mean"][:], rtol=0, atol=ulp)
+
+
+@pytest.fixture(scope="module")
+def pool_run(synth_root, tiny_models, tmp_path_factory):
+    """`tjepa cache --decode-workers 2` in this process, counting the positions decoder layer 0 runs."""
+    import torch
+    from typer.testing import CliRunner
+
+    from tjepa.cli import app
+
+    out = tmp_path_factory.mktemp("pool") / "store.zarr"
+    positions = []
+
+    def count(module, _args, output):
+        if type(module).__name__ == "Qwen3VLTextDecoderLayer" and module.self_attn.layer_idx == 0:
+            h = output[0] if isinstance(output, tuple) else output
+            positions.append(h.shape[0] * h.shape[1])
+
+    from tjepa.pipeline.decode_pool import _POOLS, shutdown_pools
+
+    shutdown_pools()
+    handle = torch.nn.modules.module.register_module_forward_hook(count)
+    try:
+        res = CliRunner().invoke(app, cache_args(synth_root, out, tiny_models, "--decode-workers", "2"))
+    finally:
+        handle.remove()
+    assert res.exit_code == 0, res.output
+    assert 2 in _POOLS  # the run decoded in two processes
+    shutdown_pools()
+    return out, sum(positions)
+
+
+def test_decode_pool_writes_the_same_store_as_the_default(pool_run, reference_store):
+    out, _ = pool_run
+    a, b = zarr.open_group(str(reference_store), mode="r"), zarr.open_group(str(out), mode="r")
+    paths = sorted(name for name, node in a.members(max_depth=None) if isinstance(node, zarr.Array))
+    assert "vjepa/past" in paths and "vlm/think_mean" in paths and "thumbs/last_past" in paths
+    assert paths == sorted(name for name, node in b.members(max_depth=None) if isinstance(node, zarr.Array))
+    for path in paths:
+        x, y = a[path][:], b[path][:]
+        same = np.array_equal(x, y, equal_nan=x.dtype.kind == "f")
+        assert same, f"{path} differs between the default run and --decode-workers 2"
+
+
+def test_each_prompt_and_thinking_position_runs_once_through_the_text_model(pool_run):
+    """Counted at decoder layer 0 during a real `tjepa cache`: generation and capture share one pass
+    (a separate teacher-forced capture forward made it ~2x)."""
+    out, counted = pool_run
+    g = zarr.open_group(str(out), mode="r")
+    needed = int(g["vlm/prompt_len"][:].sum() + g["vlm/think_len"][:].sum())
+    assert needed > 0 and needed <= counted <= 1.1 * needed, (counted, needed)

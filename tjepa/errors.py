@@ -17,6 +17,9 @@ class InputError(TjepaError):
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
 
+    def __reduce__(self):  # rebuilt from (path, problem), so it survives a trip between processes
+        return (type(self), (self.path, self.problem))
+
 
 class ConfigMismatchError(TjepaError):
     """An existing artefact (store, run) was made with a different configuration."""

@@ -66,6 +66,14 @@ class _Recorder:
             h.remove()
 
 
+def _with_dict_output(generation_config):
+    import copy
+
+    cfg = copy.deepcopy(generation_config)
+    cfg.return_dict_in_generate = True  # for the returned cache
+    return cfg
+
+
 def _cache_of(out):
     """The KV cache generate returns (`cache` from transformers 5.24, `past_key_values` before)."""
     cache = getattr(out, "cache", None)
@@ -101,8 +109,7 @@ def generate_with_capture(
             mm_token_type_ids=batch.mm_token_type_ids.to(dev),
             video_grid_thw=batch.grid_thw.to(dev),
             mm_encoder_outputs={"video": vision},
-            generation_config=generation_config,
-            return_dict_in_generate=True,
+            generation_config=_with_dict_output(generation_config),
         )
         new = out.sequences[:, batch.input_ids.shape[1] :]
         k_max = new.shape[1]

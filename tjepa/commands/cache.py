@@ -53,6 +53,11 @@ def cache(
     scheduler: Annotated[
         str | None, typer.Option("--scheduler", help="Address of an existing dask scheduler (multi-node).")
     ] = None,
+    decode_workers: Annotated[
+        str,
+        typer.Option("--decode-workers", help="Decode processes per model worker: N, or auto (its cores, per GPU); "
+                     "0 decodes on one prefetch thread."),
+    ] = "0",
     generator: Annotated[
         Generator, typer.Option("--generator", help="Who generates thinking tokens (vllm: GPU extra).")
     ] = Generator.transformers,
@@ -87,6 +92,7 @@ def cache(
         window_frames=window_frames,
         workers=workers,
         scheduler=scheduler,
+        decode_workers=decode_workers,
         generator=generator.value,
         gpu_memory_utilization=gpu_memory_utilization,
         json_out=json_out,
