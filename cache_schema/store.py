@@ -224,6 +224,32 @@ class FeatureStore:
         store.run_id = len(runs)  # what index/run records for the rows this run writes
         return store
 
+    def record_workers(self, run: int, environments: list[dict]) -> None:
+        """Coordinator, after a run: the distinct environments its workers computed in join that run's
+        record (`provenance` for run 0, `runs[run - 1]` after), under `workers`."""
+        self._require_writable()
+        unique = {json.dumps(e, sort_keys=True): e for e in environments}
+        if not unique:
+            return
+        if run == 0:
+            record = dict(self._group.attrs["provenance"])
+        else:
+            runs = list(self._group.attrs.get("runs", []))
+            record = dict(runs[run - 1])
+        known = {json.dumps(e, sort_keys=True): e for e in record.get("workers", [])}
+        record["workers"] = list({**known, **unique}.values())
+        record = canonicalize(record, "provenance")
+        if run == 0:
+            self._group.attrs["provenance"] = record
+            self.provenance = record
+        else:
+            runs[run - 1] = record
+            self._group.attrs["runs"] = runs
+
+    def run_records(self) -> list[dict]:
+        """Provenance of every run, indexed like `index/run`: [creation, later runs...]."""
+        return [self.provenance, *self._group.attrs.get("runs", [])]
+
     # ---- geometry ------------------------------------------------------------------------------
     @property
     def n_rows(self) -> int:

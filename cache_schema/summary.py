@@ -7,6 +7,7 @@ from pathlib import Path
 
 from tjepa.cache_schema.layout import RAW, array_specs
 from tjepa.cache_schema.ledger import LEDGER_NAME, Ledger
+from tjepa.cache_schema.provenance_check import mixed_provenance
 from tjepa.cache_schema.store import FeatureStore
 
 
@@ -53,6 +54,7 @@ def store_summary(path: str | Path) -> dict:
         "config": store.config,
         "provenance": store.provenance,
         "runs": store._group.attrs.get("runs", []),
+        "warnings": mixed_provenance(store),
         "arrays": arrays,
     }
 
@@ -72,6 +74,19 @@ def _human(n: int | None) -> str:
     return str(n)
 
 
+def _record_line(record: dict) -> str:
+    """A run record on one line: libraries as name=version, workers counted (details: --json)."""
+    parts = []
+    for k, v in record.items():
+        if k == "workers":
+            parts.append(f"workers={len(v)}")
+        elif isinstance(v, dict):
+            parts.append(" ".join(f"{name}={ver}" for name, ver in v.items()))
+        else:
+            parts.append(f"{k}={v}")
+    return ", ".join(parts)
+
+
 def render_summary(summary: dict, console) -> None:
     """Print the summary: a header, layout and provenance, then one table row per array."""
     from rich import box
@@ -86,9 +101,11 @@ def render_summary(summary: dict, console) -> None:
         console.print(f"failure ledger: {s['ledger_entries']} entr{'y' if s['ledger_entries'] == 1 else 'ies'} "
                       f"in {LEDGER_NAME}")
     console.print("layout " + ", ".join(f"{k}={v}" for k, v in s["layout"].items()))
-    console.print("provenance " + ", ".join(f"{k}={v}" for k, v in s["provenance"].items()))
+    console.print("provenance " + _record_line(s["provenance"]), highlight=False)
     if s["runs"]:
         console.print(f"later runs: {len(s['runs'])}")
+    for line in s.get("warnings", []):
+        console.print(f"[bold yellow]warning:[/] {line}", highlight=False)
     table = Table(title="arrays (chunk: rows per chunk/shard; ratio: raw bytes held / bytes on disk)",
                   box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1, 0, 0))
     for col in ("path", "shape", "type", "chunk", "codec", "on disk", "ratio"):

@@ -78,17 +78,10 @@ def extraction_config(job: CacheJob) -> dict:
 
 
 def provenance(job: CacheJob) -> dict:
-    import datetime
+    """This run's record in the store (pipeline/provenance.py); the workers' environments join it after."""
+    from tjepa.pipeline.provenance import run_record
 
-    import tjepa
-
-    return {
-        "code_version": tjepa.__version__,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "hidden_states": "transformers",  # layers are always captured by a transformers forward
-        "generator": job.generator,
-        "videos_root": str(Path(job.videos).resolve()),
-    }
+    return run_record(job)
 
 
 def store_layout(job: CacheJob, with_targets: bool):
@@ -193,6 +186,7 @@ def run(job: CacheJob, on_row=None, on_plan=None) -> JobSummary:
         results = run_on_dask(units, opts, on_row, n_workers=job.workers or None, scheduler=job.scheduler)
     else:
         results = run_in_process(units, opts, on_row)
+    store.record_workers(store.run_id, [r.environment for r in results if r.environment])
     return summarize(job, results, n_todo, already_done, time.perf_counter() - t0)
 
 

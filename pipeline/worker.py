@@ -55,6 +55,7 @@ class UnitResult:
     failed: list[tuple[str, str]] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # already done (a retried unit)
     seconds: dict[str, float] = field(default_factory=dict)
+    environment: dict = field(default_factory=dict)  # where the rows were computed (provenance.py)
 
 
 def describe_error(err: BaseException) -> str:
@@ -277,6 +278,9 @@ def process_unit(
     todo = [(r, ep) for r, ep in zip(unit.rows, unit.episodes, strict=True) if status[r] != 1]
     result.skipped = [ep.id for r, ep in zip(unit.rows, unit.episodes, strict=True) if status[r] == 1]
     encoders = get_encoders(opts)
+    from tjepa.pipeline.provenance import worker_environment
+
+    result.environment = worker_environment(resolve_device(opts.device), opts.generator, encoders[1])
     writer = _Writer(store)
     wait_s = model_s = 0.0
 

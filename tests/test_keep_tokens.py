@@ -48,3 +48,19 @@ def test_activations_beyond_float16_are_stored_not_failed(synth_root, tiny_model
     assert np.abs(row.prompt_tokens).max() > 65504
     used = row.prompt_tokens[:, : row.prompt_len].astype(np.float64)
     np.testing.assert_allclose(used.mean(1), row.prompt_mean, rtol=2.0**-7, atol=np.abs(used).max() * 2.0**-7)
+    # issue 11.4: the run record and the worker's environment, as `tjepa cache` writes them
+    import hashlib
+
+    from transformers import AutoTokenizer
+
+    from tjepa.pipeline.encoders.builders import QWEN_DIR
+    from tjepa.pipeline.encoders.prompt import chat_template
+
+    prov = store.provenance
+    assert prov["batch_size"] == 2 and prov["compute_dtype"] == "float32" and prov["generator"] == "transformers"
+    assert {"tjepa", "torch", "transformers", "zarr", "pyav"} <= set(prov["libraries"]) and prov["host"]
+    (worker,) = prov["workers"]
+    template = chat_template(AutoTokenizer.from_pretrained(models / QWEN_DIR), models / QWEN_DIR)
+    assert worker["chat_template_sha256"] == hashlib.sha256(template.encode()).hexdigest()
+    assert worker["device"] == "cpu" and worker["device_name"] and worker["libraries"] == prov["libraries"]
+    assert store.array("index/run")[:4].tolist() == [0, 0, 0, 0]
