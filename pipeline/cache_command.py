@@ -111,13 +111,17 @@ def run_cache_command(
     *, videos, out, preset, models_dir, layout, device, batch_size, limit, retry_failed, keep_tokens, layers,
     max_new_tokens, n_past, n_future, rows_per_shard, workers, scheduler, generator, gpu_memory_utilization=0.45,
     json_out: bool = False, window_frames: int = 0,
-    decode_workers="0",
+    decode_workers="0", decoder: str = "pyav",
 ) -> int:
     from tjepa.pipeline.encoders.presets import resolve_encoders
     from tjepa.pipeline.memory import limit_malloc_arenas
 
     limit_malloc_arenas()  # before any thread starts: flat memory over long jobs (pipeline/memory.py)
 
+    if decoder == "nvdec":  # before any model loads: say what is missing at once
+        from tjepa.pipeline.video import require_nvdec
+
+        require_nvdec()
     n_workers = parse_workers(workers)
     encoders = resolve_encoders(
         preset,
@@ -137,7 +141,7 @@ def run_cache_command(
         videos=Path(videos),
         out=Path(out),
         encoders=encoders,
-        sampling=SamplingConfig(n_past=n_past, n_future=n_future, window_frames=window_frames),
+        sampling=SamplingConfig(n_past=n_past, n_future=n_future, window_frames=window_frames, decoder=decoder),
         layout=layout,
         batch_size=batch_size,
         device=device,

@@ -16,7 +16,14 @@ from tjepa.config_io import ConfigMixin
 from tjepa.errors import ConfigError
 from tjepa.pipeline.sampling import causal_split
 from tjepa.pipeline.sources import Episode
-from tjepa.pipeline.video import VideoInfo, decode_frames, probe, validate_for_sampling
+from tjepa.pipeline.video import (
+    DECODERS,
+    VideoInfo,
+    decode_frames,
+    decode_frames_nvdec,
+    probe,
+    validate_for_sampling,
+)
 
 
 @dataclass(frozen=True)
@@ -32,8 +39,11 @@ class SamplingConfig(ConfigMixin):
     # > 0: also encode every run of this many sampled frames in its own V-JEPA forward (vjepa/windows),
     # so a rollout window's context latents never attended to the frames it must predict.
     window_frames: int = 0
+    decoder: str = "pyav"  # or "nvdec" (GPU hardware decode, torchcodec): other pixels, so fingerprinted
 
     def __post_init__(self) -> None:
+        if self.decoder not in DECODERS:
+            raise ConfigError(f"decoder={self.decoder!r}: one of {', '.join(DECODERS)}")
         if self.window_frames and (self.window_frames < 1 or self.n_past % self.window_frames
                                    or self.n_future % self.window_frames):
             raise ConfigError(f"window_frames={self.window_frames} must divide both --past ({self.n_past}) and "
@@ -110,7 +120,11 @@ def load_episode(episode: Episode, cfg: SamplingConfig, thread_type: str = "FRAM
     if episode.labels is not None:
         targets = load_targets(episode, info.n_frames, past_idx, future_idx)
     wanted = np.concatenate([past_idx, future_idx])
-    frames = decode_frames(episode.video, wanted, size=decode_size(info, cfg.decode_short_side), thread_type=thread_type)
+    size = decode_size(info, cfg.decode_short_side)
+    if cfg.decoder == "nvdec":
+        frames = decode_frames_nvdec(episode.video, wanted, size=size)
+    else:
+        frames = decode_frames(episode.video, wanted, size=size, thread_type=thread_type)
     past, future = frames[: len(past_idx)], frames[len(past_idx) :]
     return LoadedEpisode(
         episode=episode,

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tjepa.errors import InputError
+from tjepa.errors import InputError, TjepaError
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi")
 
@@ -143,6 +143,58 @@ def decode_frames(
             f"truncated: has {n_seen} decodable frames, needed index {int(wanted[cursor])} (up to {last})",
         )
     assert out is not None
+    return out[inverse.reshape(-1)]
+
+
+DECODERS = ("pyav", "nvdec")
+_NVDEC_HINT = "or use --decoder pyav (the default)"
+
+
+def require_nvdec():
+    """torchcodec's VideoDecoder when NVDEC can run here; a TjepaError saying what is missing otherwise."""
+    try:
+        from torchcodec.decoders import VideoDecoder
+    except ImportError as err:
+        raise TjepaError(
+            "--decoder nvdec needs torchcodec with CUDA support on a GPU machine (pip install torchcodec, "
+            f"a build matching this torch and CUDA), {_NVDEC_HINT}"
+        ) from err
+    import torch
+
+    if not torch.cuda.is_available():
+        raise TjepaError(f"--decoder nvdec needs a CUDA GPU with NVDEC and none is visible, {_NVDEC_HINT}")
+    return VideoDecoder
+
+
+def decode_frames_nvdec(
+    path: str | Path, indices: Sequence[int] | np.ndarray, size: tuple[int, int] | None = None, device: str = "cuda"
+) -> np.ndarray:
+    """`decode_frames` on the GPU's hardware decoder (torchcodec), same indexing and output layout.
+
+    The pixels are not PyAV's: NVDEC's YUV->RGB conversion and a torch antialiased bilinear resize
+    replace swscale's, so the decoder is part of the extraction config (scripts/gpu_check.sh
+    measures the difference)."""
+    import torch
+    import torch.nn.functional as F
+
+    VideoDecoder = require_nvdec()
+    path = _check_file(path)
+    idx = np.asarray(indices)
+    if idx.ndim != 1 or idx.size == 0 or not np.issubdtype(idx.dtype, np.integer) or idx.min() < 0:
+        raise ValueError(f"indices must be a non-empty 1-D sequence of integers >= 0, got {idx!r}")
+    wanted, inverse = np.unique(idx, return_inverse=True)
+    try:
+        decoder = VideoDecoder(str(path), device=device, seek_mode="exact")
+        n = int(decoder.metadata.num_frames or 0)
+        if int(wanted[-1]) >= n:
+            raise InputError(path, f"truncated: has {n} frames, needed index {int(wanted[-1])}")
+        frames = decoder.get_frames_at(indices=wanted.tolist()).data  # uint8 [N, 3, H, W] on the GPU
+    except (RuntimeError, ValueError) as err:  # torchcodec reports demux/decode failures this way
+        raise InputError(path, f"NVDEC could not decode it ({_short(err)})") from err
+    x = frames.float()
+    if size is not None:
+        x = F.interpolate(x, size=(int(size[1]), int(size[0])), mode="bilinear", antialias=True, align_corners=False)
+    out = x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
     return out[inverse.reshape(-1)]
 
 

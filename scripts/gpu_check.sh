@@ -5,7 +5,8 @@
 # It (1) runs the HF-processor parity tests that are skipped without torchvision, (2) puts 2 videos
 # through both generators (full-random models: HF pixels vs ours, prompt ids, first 16 generated ids,
 # captured means, seconds per video of each) and caches the same episodes with both through `tjepa
-# cache`, and (3) runs the GPU benchmarks (python -m benchmarks --only gpu).
+# cache`, (4) reports videos/s per GPU with the decode pool off and on, (5) compares NVDEC frames with
+# PyAV's, and (3) runs the GPU benchmarks (python -m benchmarks --only gpu).
 set -euo pipefail
 OUT=${1:-gpu_check_out}
 mkdir -p "$OUT"
@@ -51,6 +52,33 @@ else
   echo "vLLM not installed: pip install -e '.[vllm]' in a GPU environment to check --generator vllm"
 fi
 # ---- end of the vLLM section -------------------------------------------------------------------
+
+# ---- decode pool and NVDEC (issue 15) -----------------------------------------------------------
+echo "== 4. videos/s per GPU at full-random sizes: decode pool off / on (1080p H.264, EgoDex format) =="
+[ -d "$OUT/data1080" ] || tjepa synth --out "$OUT/data1080" --episodes 32 --tasks 4 --width 1920 --height 1080 \
+  --min-frames 240 --max-frames 300 --fps 30 --no-preview
+[ -f "$OUT/models/tjepa-models.json" ] || tjepa build-models --out "$OUT/models" --preset full-random
+NGPU=$(python -c 'import torch; print(torch.cuda.device_count())')
+WORKERS=$([ "$NGPU" -ge 2 ] && echo "$NGPU" || echo 0)
+for DW in 0 auto; do
+  rm -rf "$OUT/pool_$DW.zarr" "$OUT/pool_warm_$DW.zarr"
+  # a warm-up job first (model load, decode processes), then the timed job on all episodes
+  tjepa cache --videos "$OUT/data1080" --out "$OUT/pool_warm_$DW.zarr" --models full-random \
+    --models-dir "$OUT/models" --batch-size 8 --workers "$WORKERS" --decode-workers "$DW" --limit 8 --json > /dev/null
+  tjepa cache --videos "$OUT/data1080" --out "$OUT/pool_$DW.zarr" --models full-random --models-dir "$OUT/models" \
+    --batch-size 8 --workers "$WORKERS" --decode-workers "$DW" --json > "$OUT/pool_$DW.json"
+  python scripts/stage_one_rate.py "$OUT/pool_$DW.json" "--decode-workers $DW" "$NGPU"
+done | tee "$OUT/decode_pool.log"
+python -c "import sys; sys.path.insert(0, 'tests'); from cache_helpers import assert_same_features as same; \
+same('$OUT/pool_0.zarr', '$OUT/pool_auto.zarr'); print('decode pool on/off: identical feature arrays')"
+
+echo "== 5. NVDEC (torchcodec) frames vs PyAV frames =="
+if python -c "import torchcodec" 2>/dev/null; then
+  python scripts/nvdec_parity.py "$OUT/data1080" | tee "$OUT/nvdec_parity.log"
+else
+  echo "torchcodec not installed: pip install torchcodec (a CUDA build matching torch) to check --decoder nvdec"
+fi
+# ---- end of the decode pool and NVDEC section ----------------------------------------------------
 
 echo "== 3. GPU benchmarks =="
 python -m benchmarks --only gpu --out "$OUT/BENCHMARKS-gpu.md"

@@ -183,3 +183,23 @@ def test_no_file_descriptor_leak(clips):
         with pytest.raises(InputError):
             decode_frames(clips["mp4"], [N + 5])
     assert proc.num_fds() <= before
+
+
+def test_nvdec_without_torchcodec_or_gpu_is_a_clear_error(tmp_path):
+    """This machine has neither torchcodec nor CUDA: the flag says what is missing, before any model loads."""
+    from typer.testing import CliRunner
+
+    from tjepa.cli import app
+    from tjepa.errors import TjepaError
+    from tjepa.pipeline.episode_io import SamplingConfig
+    from tjepa.pipeline.video import require_nvdec
+
+    with pytest.raises(TjepaError, match=r"--decoder nvdec needs (torchcodec|a CUDA GPU).*--decoder pyav"):
+        require_nvdec()
+    res = CliRunner().invoke(app, ["cache", "--videos", str(tmp_path), "--out", str(tmp_path / "s.zarr"),
+                                   "--decoder", "nvdec"])
+    assert res.exit_code != 0 and not (tmp_path / "s.zarr").exists()
+    assert isinstance(res.exception, TjepaError) and "--decoder nvdec needs" in str(res.exception)
+    with pytest.raises(Exception, match="decoder='bogus'"):
+        SamplingConfig(decoder="bogus")
+    assert SamplingConfig(decoder="nvdec").to_dict()["decoder"] == "nvdec"  # other pixels: another fingerprint

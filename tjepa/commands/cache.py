@@ -15,6 +15,11 @@ class Layout(str, Enum):
     videos = "videos"
 
 
+class Decoder(str, Enum):
+    pyav = "pyav"
+    nvdec = "nvdec"
+
+
 class Generator(str, Enum):
     transformers = "transformers"
     vllm = "vllm"
@@ -58,6 +63,10 @@ def cache(
         typer.Option("--decode-workers", help="Decode processes per model worker: N, or auto (its cores, per GPU); "
                      "0 decodes on one prefetch thread."),
     ] = "0",
+    decoder: Annotated[
+        Decoder, typer.Option("--decoder", help="Video decoder: pyav (CPU), or nvdec (GPU hardware decode via torchcodec; "
+                              "other pixels, so another store).")
+    ] = Decoder.pyav,
     generator: Annotated[
         Generator, typer.Option("--generator", help="Who generates thinking tokens (vllm: GPU extra).")
     ] = Generator.transformers,
@@ -93,6 +102,7 @@ def cache(
         workers=workers,
         scheduler=scheduler,
         decode_workers=decode_workers,
+        decoder=decoder.value,
         generator=generator.value,
         gpu_memory_utilization=gpu_memory_utilization,
         json_out=json_out,
