@@ -10,7 +10,7 @@ from reliability_tools import run, tjepa_cmd
 from typer.testing import CliRunner
 
 from tjepa.cli import app
-from tjepa.config_io import overrides
+from tjepa.config_io import overrides, select
 from tjepa.errors import ConfigError
 from tjepa.train.run_config import run_settings
 
@@ -57,6 +57,13 @@ def test_config_file_then_flags_then_set(tmp_path):
     cfg, model = run_settings(doc)
     assert (cfg.epochs, cfg.batch_size, cfg.preset, cfg.levels) == (5, 8, "tiny", (0, 4))
     assert model == {"depth": 1, "variant": "jepa"}
+    # a shared file (params.yaml): --section picks the sections; a missing one is named
+    shared = {"data": {"root": "x"}, **load_file(path)}
+    assert run_settings(select(shared, ["train", "model"]))[0].epochs == 5
+    with pytest.raises(ConfigError, match="data"):
+        run_settings(shared)
+    with pytest.raises(ConfigError, match="modle"):
+        select(shared, ["train", "modle"])
 
 
 @pytest.mark.parametrize("setting, names", [

@@ -62,3 +62,9 @@ def test_a_training_param_reruns_only_training_and_evaluation(project):
     ran = {line.split("'")[1] for line in res.stdout.splitlines() if line.startswith("Running stage")}
     assert {"train@thinkjepa", "train@jepa", "train@vlm", "eval@thinkjepa"} <= ran
     assert not ran & {"synth", "models", "cache"}
+    # params.yaml's model section reaches the runs with no knob listed in dvc.yaml
+    params["model"] = {"step_pool": "pairs", "depth": 1}
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    res = _run([sys.executable, "-m", "dvc", "repro", "train@jepa"], project)
+    doc = json.loads((project / "runs" / "jepa" / "config.json").read_text())
+    assert (doc["model"]["step_pool"], doc["model"]["depth"], doc["train"]["seed"]) == ("pairs", 1, 7)

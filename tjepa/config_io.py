@@ -237,6 +237,15 @@ def merge(*docs: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def select(doc: Mapping[str, Any], names: Iterable[str], where: str = "config") -> dict[str, Any]:
+    """Only the sections `names` of `doc` (a shared file such as params.yaml); each must be there."""
+    names = list(names)
+    missing = [n for n in names if n not in doc]
+    if missing:
+        raise ConfigError(f"{where}: no section {missing}; it has {', '.join(map(str, doc)) or 'none'}")
+    return {n: doc[n] for n in names}
+
+
 def sections(doc: Mapping[str, Any], valid: Iterable[str], where: str = "config") -> dict[str, dict]:
     """Each top-level section of `doc` (missing ones empty); unknown sections are named."""
     valid = tuple(valid)

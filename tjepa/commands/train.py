@@ -2,7 +2,7 @@
 
 Settings come, in rising precedence, from the dataclass defaults (`TrainConfig`, and `ModelConfig`
 of the chosen preset), `--config FILE` (sections `train:` and `model:`; a run's `config.json` works
-too), the plain flags below, and `--set section.key=value` (repeatable; any field of either config).
+too; `--section` picks sections of a shared file such as params.yaml), the plain flags below, and `--set section.key=value` (repeatable; any field of either config).
 """
 
 from __future__ import annotations
@@ -68,6 +68,7 @@ def train(
     cache: Annotated[Path, typer.Option("--cache", help="Feature store written by `tjepa cache`.")],
     out: Annotated[Path, typer.Option("--out", help="Run directory (config, splits, metrics, checkpoints).")],
     config: Annotated[Path | None, typer.Option("--config", help="YAML with `train:` / `model:` sections (or a RUN/config.json).")] = None,
+    only: Annotated[list[str] | None, typer.Option("--section", help="Read only this section of --config (repeatable; e.g. train and model of a shared params.yaml).")] = None,
     settings: Annotated[list[str] | None, typer.Option("--set", help="section.key=value for any TrainConfig / ModelConfig field, e.g. model.depth=1 (repeatable).")] = None,
     variant: Annotated[Variant | None, typer.Option(help="thinkjepa (default), or a baseline: jepa (no VLM), vlm (no V-JEPA).")] = None,
     preset: Annotated[Preset | None, typer.Option(help="paper (published sizes, default), tiny, or the authors' release components at "
@@ -98,7 +99,7 @@ def train(
     """Train ThinkJEPA (or a baseline) on cached features; DDP when launched with torchrun."""
     from rich.console import Console
 
-    from tjepa.config_io import load_file, merge, overrides
+    from tjepa.config_io import load_file, merge, overrides, select
     from tjepa.train.loop import Trainer
     from tjepa.train.rollout import ROLLOUT_DIR
     from tjepa.train.run_config import run_settings
@@ -110,7 +111,10 @@ def train(
         train__preset=preset, train__limit=limit, train__preload=preload, train__num_workers=num_workers,
         train__amp=amp, train__device=device, model__variant=variant, model__stream=stream,
         model__level_mode=level_mode, model__conditioning=conditioning)
-    doc = merge(load_file(config) if config else {}, flags, overrides(settings or []))
+    if only and config is None:
+        raise typer.BadParameter("--section selects sections of --config; give --config too")
+    from_file = load_file(config) if config else {}
+    doc = merge(select(from_file, only, str(config)) if only else from_file, flags, overrides(settings or []))
     cfg, model = run_settings(doc)
     window = WindowSpec(rollout_obs, rollout_fut) if rollout else None
     run_dir = out / ROLLOUT_DIR if rollout else out
