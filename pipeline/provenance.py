@@ -4,7 +4,7 @@ The coordinator records, at creation (`provenance`) and for each later run (`run
 versions, host, requested device, compute dtype, generator and batch size. Each worker reports the
 environment it actually computed in (host, resolved device and its name, library versions, sha256
 of the chat template its prompts were rendered with); after the job the coordinator adds them to the
-run record (`workers`). the `run` index column says which run wrote each row, so `tjepa inspect` can warn when
+run record (`workers`). The `run` index column says which run wrote each row, so `tjepa inspect` can warn when
 the rows of one store come from different batch sizes, devices or library versions.
 """
 
