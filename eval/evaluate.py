@@ -50,13 +50,9 @@ class EvalConfig:
 
 
 def _progress(enabled: bool) -> Any:
-    """A rich progress bar on stderr with the rate in videos/s (fields: rate)."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from tjepa.progress import progress_bar
 
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("{task.fields[rate]:.1f} videos/s"), TimeElapsedColumn(),
-                    console=Console(stderr=True), transient=True, disable=not enabled)
+    return progress_bar("{task.description}", "videos", transient=True, enabled=enabled, remaining=False)
 
 
 def _index_arrays(store: str, rows: tuple[int, ...]) -> dict[str, dict[int, np.ndarray]]:
@@ -82,7 +78,7 @@ def predict_and_score(run: LoadedRun, rows: tuple[int, ...], cfg: EvalConfig) ->
     keep: dict[str, list[np.ndarray]] = {k: [] for k in ("row", "pred", "gt", "valid", "past", "valid_past", "cam")}
     t0 = time.perf_counter()
     with _progress(cfg.progress) as bar, torch.no_grad():
-        task = bar.add_task(f"eval {cfg.split}", total=len(ds), rate=0.0)
+        task = bar.add_task(f"eval {cfg.split}", total=len(ds))
         for batch in loader:
             r = batch["row"].tolist()
             batch = to_device(batch, run.device)
@@ -99,7 +95,7 @@ def predict_and_score(run: LoadedRun, rows: tuple[int, ...], cfg: EvalConfig) ->
                              ("valid_past", batch["valid_past"]), ("cam", batch["cam_last"])):
                 keep[key].append(val.detach().cpu().numpy())
             done = sum(len(x) for x in keep["row"])
-            bar.update(task, completed=done, rate=done / max(time.perf_counter() - t0, 1e-9))
+            bar.update(task, completed=done)
     arrays = {k: np.concatenate(v) for k, v in keep.items()}
     return {"trajectory": meter.compute(), "latent": latent.compute(), "baselines": base.compute(),
             "arrays": arrays, "index": index, "seconds": time.perf_counter() - t0}

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from tjepa.devices import resolve_device
 from tjepa.errors import ConfigMismatchError, InputError, TjepaError
 from tjepa.train.checkpoint import load_run_model
 from tjepa.train.config import ModelConfig
@@ -26,20 +27,9 @@ from tjepa.train.model import ThinkJEPA
 from tjepa.train.run_config import RunPaths, TrainConfig, upgrade_document
 from tjepa.train.splits import SPLITS, Splits, read_splits
 
+__all__ = ["LoadedRun", "load_run", "read_run_document", "resolve_device"]
+
 CHECKPOINTS = ("best", "latest")
-
-
-def resolve_device(name: str) -> torch.device:
-    """`auto` -> the first CUDA device when there is one, else the CPU; CUDA names are checked."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError as err:
-        raise TjepaError(f"--device {name!r}: not a device name ({err}); use auto, cpu, cuda or cuda:N") from err
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise TjepaError(f"--device {name}: CUDA is not available on this machine")
-    return dev
 
 
 def read_run_document(run_dir: str | Path) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from tjepa.devices import resolve_device as shared_resolve_device
 from tjepa.pipeline.encoders.vllm_generator import VllmConfig
 from tjepa.pipeline.episode_io import LoadedEpisode, SamplingConfig, load_episode
 from tjepa.pipeline.sources import Episode
@@ -68,20 +69,15 @@ def describe_error(err: BaseException) -> str:
 
 def resolve_device(device: str) -> str:
     """'auto' -> this worker's own GPU when there is one (by dask worker name), else CPU."""
-    if device != "auto":
-        return device
-    import torch
-
-    if not torch.cuda.is_available():
-        return "cpu"
     index = 0
-    try:
-        from distributed import get_worker
+    if device == "auto":
+        try:
+            from distributed import get_worker
 
-        index = int(get_worker().name) % torch.cuda.device_count()
-    except (ImportError, ValueError, TypeError):
-        index = 0
-    return f"cuda:{index}"
+            index = int(get_worker().name)
+        except (ImportError, ValueError, TypeError):
+            index = 0
+    return str(shared_resolve_device(device, index))
 
 
 def get_encoders(opts: WorkerOptions):

@@ -23,6 +23,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
+from tjepa.devices import resolve_device
 from tjepa.errors import ConfigError, TjepaError
 from tjepa.train.checkpoint import (
     atomic_save,
@@ -81,11 +82,7 @@ class Dist:
 def _setup(device: str) -> Dist:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
-    if device == "auto":
-        device = f"cuda:{local}" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise TjepaError(f"--device {device}: CUDA is not available on this machine")
+    dev = resolve_device(device, local)
     if dev.type == "cuda" and world > 1 and dev.index is None:
         dev = torch.device("cuda", local)
     if dev.type == "cuda":
@@ -147,22 +144,17 @@ class EpochBar:
     def __enter__(self) -> EpochBar | None:
         if not self.enabled:
             return None
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        from tjepa.progress import progress_bar
 
-        self._t0 = time.perf_counter()
-        self._p = Progress(TextColumn("epoch {task.fields[ep]}"), BarColumn(), MofNCompleteColumn(),
-                           TextColumn("{task.fields[rate]:.1f} samples/s  loss {task.fields[loss]:.4g}"),
-                           TimeRemainingColumn(), console=Console(stderr=True), transient=True)
+        self._p = progress_bar("epoch {task.fields[ep]}", "samples", "loss {task.fields[loss]:.4g}",
+                               transient=True)
         self._p.start()
         self._task = self._p.add_task("train", total=self.total, ep=f"{self.epoch}/{self.epochs}",
-                                      rate=0.0, loss=float("nan"))
+                                      loss=float("nan"))
         return self
 
     def advance(self, n: int, loss: float) -> None:
-        done = self._p.tasks[0].completed + n
-        rate = done / max(time.perf_counter() - self._t0, 1e-9)
-        self._p.update(self._task, advance=n, rate=rate, loss=loss)
+        self._p.update(self._task, advance=n, loss=loss)
 
     def __exit__(self, *exc: Any) -> None:
         if self._p is not None:

@@ -30,11 +30,11 @@ def synth(
 ) -> None:
     """Write a synthetic EgoDex-layout dataset with a known 3-D hand scene and an early colour cue."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
     from tjepa.pipeline.synth import SynthConfig, write_dataset
     from tjepa.pipeline.synth.writer import read_manifest
+    from tjepa.progress import progress_bar
 
     try:
         cfg = SynthConfig(
@@ -51,21 +51,12 @@ def synth(
     except ValueError as err:
         raise typer.BadParameter(str(err)) from err
 
-    progress = Progress(
-        TextColumn("[bold]synth"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]:.1f} episodes/s"),
-        TimeElapsedColumn(),
-        TextColumn("{task.description}"),
-        console=Console(stderr=True),
-    )
+    progress = progress_bar("[bold]synth", "episodes", "{task.description}", remaining=False)
     with progress:
-        bar = progress.add_task("", total=episodes, rate=0.0)
+        bar = progress.add_task("", total=episodes)
 
         def tick(done: int, total: int, episode_id: str) -> None:
-            elapsed = progress.tasks[0].elapsed or 1e-9
-            progress.update(bar, completed=done, description=episode_id, rate=done / elapsed)
+            progress.update(bar, completed=done, description=episode_id)
 
         write_dataset(out, cfg, progress=tick)
 

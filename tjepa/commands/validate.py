@@ -18,13 +18,12 @@ def validate(
 ) -> None:
     """Validate a feature store: format, arrays, status, ledger, and (unless --quick) every done row."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from tjepa.cache_schema.validate import validate_store
+    from tjepa.progress import progress_bar
 
     console = Console()
-    with Progress(TextColumn("checking shards"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  console=Console(stderr=True), transient=True) as bar:
+    with progress_bar("checking shards", "shards", transient=True) as bar:
         task = bar.add_task("shards", total=None)
         problems = validate_store(store, full=not quick, ledger=ledger,
                                   progress=lambda done, total: bar.update(task, completed=done, total=total))
