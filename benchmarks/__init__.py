@@ -11,6 +11,8 @@ BENCHMARKS = {
     "loading": "benchmarks.loading",
     "disk": "benchmarks.disk",
     "stage_one": "benchmarks.stage_one",
+    "stage_one_memory": "benchmarks.stage_one_memory",
+    "tokens": "benchmarks.tokens",
     "attention": "benchmarks.attention",
     "gpu": "benchmarks.gpu",
 }

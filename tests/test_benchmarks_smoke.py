@@ -147,3 +147,24 @@ def test_main_writes_and_merges(tmp_path):
     assert text.index("<!-- bench:disk:start -->") < text.index("<!-- bench:gpu:start -->")  # report order
     assert text.count("<!-- bench:disk:start -->") == 1
     assert list(BENCHMARKS)[:2] == ["loading", "disk"]
+
+
+def test_stage_one_memory_smoke(tmp_path, machine, tiny_models):
+    from benchmarks import stage_one_memory
+
+    (tmp_path / "stage_one_memory").mkdir()
+    os.symlink(tiny_models, tmp_path / "stage_one_memory" / "models")  # reuse the session's tiny models
+    section = stage_one_memory.run(smoke_ctx(tmp_path, machine))
+    check_section(section, "stage_one_memory")
+    assert [row[0] for row in section.tables[0].rows] == list(stage_one_memory.PARAMS["smoke"].marks)
+    assert "MiB per video" in section.findings[0]
+
+
+def test_tokens_smoke(tmp_path, machine):
+    from benchmarks import tokens
+
+    section = tokens.run(smoke_ctx(tmp_path, machine))
+    check_section(section, "tokens")
+    rows = {row[0]: row for row in section.tables[0].rows}
+    assert rows["float32"][2] == pytest.approx(1.0) and rows["bfloat16 bits in uint16 (schema v2)"][2] == 0.5
+    assert rows["float16 (schema v1)"][7] > 0 and rows["bfloat16 bits in uint16 (schema v2)"][7] == 0

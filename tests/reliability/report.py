@@ -66,6 +66,14 @@ def render(doc: dict) -> str:
     if awkward:
         lines += ["", "Awkward but valid inputs cached: " + ", ".join(
             f"{r['input']} ({'done' if r['done'] else '**not done**'})" for r in awkward)]
+    enc = by.get("encoder_fault", [])
+    if enc:
+        lines += ["", "| encoder fault | executor | rows | done | failed (with the reason) | exit | traceback | "
+                  "JSON summary | validate |", "| --- | --- | ---: | ---: | ---: | ---: | --- | --- | --- |"]
+        lines += [f"| {r['fault']} | {r['executor']} | {r['rows']} | {r['done']} | {r['failed']} "
+                  f"({r['failed_with_reason']}) | {r['exit_code']} | {'**yes**' if r['traceback'] else 'no'} | "
+                  f"{'ok' if r['json_ok'] else '**missing**'} | {'pass' if r['validate_ok'] else '**fail**'} |"
+                  for r in enc]
     other = by.get("disk_error", []) + by.get("safety", [])
     if other:
         lines += ["", "| check | result |", "| --- | --- |"]
