@@ -13,6 +13,7 @@ BENCHMARKS = {
     "stage_one": "benchmarks.stage_one",
     "stage_one_memory": "benchmarks.stage_one_memory",
     "tokens": "benchmarks.tokens",
+    "stage_one_speed": "benchmarks.stage_one_speed",
     "attention": "benchmarks.attention",
     "gpu": "benchmarks.gpu",
 }

@@ -2,9 +2,9 @@
 
 One decode stream (the prefetch thread) delivers about one EgoDex episode per second; a GPU encodes
 tens. Decoding (probe, sampling, labels, resized decode, thumbnail: `episode_io.load_episode`) is
-independent per video, so N processes decode N videos in parallel; each runs its decoder single
-threaded, because across-video parallelism measured faster than frame threading inside one decoder
-(BENCHMARKS.md, stage one). At most `depth` videos are in flight (submitted, decoding or decoded and
+independent per video, so N processes decode N videos in parallel (across videos, nothing to hand
+over between frames), each decoder keeping its frame threading, the combination that measured fastest
+(BENCHMARKS.md, 3d). At most `depth` videos are in flight (submitted, decoding or decoded and
 waiting), so memory stays bounded however long the job is.
 
 Failure isolation matches the thread prefetcher: an exception of one video comes back as that
@@ -37,8 +37,7 @@ class DecodeWorkerDied(RuntimeError):
 
 
 def _init_decoder_process(owner: int) -> None:
-    # One thread per decode process: parallelism comes from the processes; torch (thumbnails) and
-    # libav would otherwise each start a thread per core in every process.
+    # torch (thumbnails) would otherwise start a thread per core in every decode process.
     import sys
     import threading
     import time

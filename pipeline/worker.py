@@ -93,7 +93,9 @@ def get_encoders(opts: WorkerOptions):
     return _ENCODERS[key]
 
 
-DECODE_POOL_THREADING = "NONE"  # PyAV thread_type inside each decode process
+# PyAV thread_type inside each decode process: frame threading in each process measured faster than
+# single-threaded decoders with the same process count (BENCHMARKS.md, 3d).
+DECODE_POOL_THREADING = "FRAME"
 
 
 def load_item(item: tuple[int, Episode], sampling: SamplingConfig, thread_type: str = "FRAME") -> LoadedEpisode:
@@ -117,7 +119,6 @@ def prefetcher(todo: list[tuple[int, Episode]], opts: WorkerOptions):
     n = resolve_decode_workers(opts.decode_workers, sharers)
     if n == 0:
         return Prefetcher(todo, fn, opts.prefetch_depth)
-    # One decoder thread per process: parallel across videos, not within one (BENCHMARKS.md, stage one).
     fn = functools.partial(load_item, sampling=opts.sampling, thread_type=DECODE_POOL_THREADING)
     # Enough in flight for every process to stay busy while the model fills and runs a batch.
     return PoolPrefetcher(todo, fn, n, depth=max(opts.prefetch_depth, opts.batch_size + 2 * n))
