@@ -15,5 +15,6 @@ BENCHMARKS = {
     "tokens": "benchmarks.tokens",
     "stage_one_speed": "benchmarks.stage_one_speed",
     "attention": "benchmarks.attention",
+    "bucket": "benchmarks.bucket",
     "gpu": "benchmarks.gpu",
 }

@@ -11,26 +11,23 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from tjepa.cache_schema.layout import ARRAYS, PATHS, StoreLayout
+from tjepa.cache_schema.storage import Location as StoreLocation
+from tjepa.cache_schema.storage import locate, open_zarr
 from tjepa.cache_schema.store import DONE, read_root_attrs
 from tjepa.errors import StoreFormatError
 
-Location = str | os.PathLike
+Location = str | os.PathLike | StoreLocation
 SPECS = {spec.field: spec for spec in ARRAYS}
 
 
 def open_group(location: Location, storage_options: dict | None = None):
-    """The store's root zarr group, read-only."""
-    import zarr
-
-    if storage_options:
-        return zarr.open_group(str(location), mode="r", storage_options=storage_options)
-    return zarr.open_group(str(location), mode="r")
+    """The store's root zarr group, read-only (a path or URL: `storage.locate`)."""
+    return open_zarr(locate(location, storage_options), mode="r")
 
 
 def _find_layers(node: Any) -> list[list[int]]:
@@ -61,9 +58,9 @@ class StoreReader:
     """A committed view of one store: attributes, typed layout, index columns and feature arrays."""
 
     def __init__(self, location: Location, storage_options: dict | None = None):
-        self.location = str(location)
-        self.storage_options = storage_options
-        self.attrs = read_root_attrs(Path(location))  # StoreFormatError unless a store we can read
+        self._loc = locate(location, storage_options)  # keeps the options (never in repr or messages)
+        self.location = str(self._loc)
+        self.attrs = read_root_attrs(self._loc)  # StoreFormatError unless a store we can read
         self.layout = StoreLayout.from_dict(self.attrs["layout"])
         self.config: dict = dict(self.attrs["config"])
         self.fingerprint = str(self.attrs["fingerprint"])
@@ -80,7 +77,7 @@ class StoreReader:
     @property
     def group(self):
         if self._group is None:
-            self._group = open_group(self.location, self.storage_options)
+            self._group = open_zarr(self._loc, mode="r")
         return self._group
 
     def has(self, field: str) -> bool:

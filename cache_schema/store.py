@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from tjepa.cache_schema import creation
 from tjepa.cache_schema.fingerprint import canonicalize, config_diff, fingerprint
 from tjepa.cache_schema.layout import (
     BFLOAT16,
@@ -27,8 +27,9 @@ from tjepa.cache_schema.layout import (
     StoreLayout,
     array_specs,
 )
-from tjepa.cache_schema.ledger import LEDGER_NAME, Ledger
+from tjepa.cache_schema.ledger import ledger_for
 from tjepa.cache_schema.rowdata import RowData, RowDataError, decode_row, encode_row
+from tjepa.cache_schema.storage import Location, locate, open_zarr
 from tjepa.errors import ConfigMismatchError, StoreFormatError, TjepaError
 
 FORMAT = "tjepa-cache"
@@ -39,50 +40,66 @@ __all__ = ["FORMAT", "SCHEMA_VERSION", "PENDING", "DONE", "FAILED", "FeatureStor
            "read_root_attrs"]
 
 
-def read_root_attrs(path: str | Path) -> dict:
+def read_root_attrs(path: str | Path | Location) -> dict:
     """The root attributes of a tjepa store; StoreFormatError if `path` is not one this code can read."""
-    path = Path(path)
-    meta_file = path / "zarr.json"
-    if not path.exists():
-        raise StoreFormatError(f"{path}: does not exist (build a store with `tjepa cache`)")
-    if not meta_file.is_file():
-        what = "a zarr v2 store" if (path / ".zgroup").exists() or (path / ".zarray").exists() else "no zarr.json"
-        raise StoreFormatError(f"{path}: not a tjepa store ({what}; expected a Zarr v3 group)")
-    try:
-        meta = json.loads(meta_file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise StoreFormatError(f"{meta_file}: unreadable zarr metadata ({err})") from err
+    loc = locate(path)
+    if loc.local and not loc.path.exists():
+        raise StoreFormatError(f"{loc}: does not exist (build a store with `tjepa cache`)")
+    attrs = creation.root_attributes(loc)
+    marker = creation.read_marker(loc) if attrs is None or attrs.get("format") != FORMAT else None
+    if marker is not None:
+        raise StoreFormatError(f"{loc}: its creation did not finish (started by {creation.describe(marker)}); "
+                               "rerun `tjepa cache` to create it")
+    if attrs is None:
+        if not loc.local:
+            loc.check_bucket()
+            raise StoreFormatError(f"{loc}: no store there (build one with `tjepa cache --out {loc}`)")
+        what = ("a zarr v2 store" if (loc.path / ".zgroup").exists() or (loc.path / ".zarray").exists()
+                else "no zarr.json")
+        raise StoreFormatError(f"{loc}: not a tjepa store ({what}; expected a Zarr v3 group)")
+    meta = json.loads(loc.get(creation.ROOT_META) or b"{}")
     if meta.get("zarr_format") != 3 or meta.get("node_type") != "group":
-        raise StoreFormatError(f"{path}: not a tjepa store (not a Zarr v3 group)")
-    attrs = meta.get("attributes") or {}
+        raise StoreFormatError(f"{loc}: not a tjepa store (not a Zarr v3 group)")
     if attrs.get("format") != FORMAT:
-        raise StoreFormatError(f"{path}: not a tjepa store (format attribute is {attrs.get('format')!r}, "
+        raise StoreFormatError(f"{loc}: not a tjepa store (format attribute is {attrs.get('format')!r}, "
                                f"expected {FORMAT!r})")
     version = attrs.get("version")
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise StoreFormatError(f"{path}: unknown schema version {version!r}")
+        raise StoreFormatError(f"{loc}: unknown schema version {version!r}")
     if version < SCHEMA_VERSION:
-        raise StoreFormatError(f"{path}: written by schema v{version}, this tjepa reads v{SCHEMA_VERSION} only (v2 keeps "
+        raise StoreFormatError(f"{loc}: written by schema v{version}, this tjepa reads v{SCHEMA_VERSION} only (v2 keeps "
                                "per-token VLM states as bfloat16 instead of float16 and records which run wrote each "
                                "row): rebuild it with `tjepa cache` into a new --out, or read it with the tjepa "
                                "release that wrote it")
     if version > SCHEMA_VERSION:
-        raise StoreFormatError(f"{path}: written by schema v{version}, this tjepa reads v{SCHEMA_VERSION}: "
+        raise StoreFormatError(f"{loc}: written by schema v{version}, this tjepa reads v{SCHEMA_VERSION}: "
                                "upgrade tjepa")
     for key in ("config", "fingerprint", "layout", "provenance"):
         if key not in attrs:
-            raise StoreFormatError(f"{path}: root attribute {key!r} is missing")
+            raise StoreFormatError(f"{loc}: root attribute {key!r} is missing")
     if "rows" not in attrs:  # optional commit marker (stores written by other tools): every row counts
-        status_meta = path / "index" / "status" / "zarr.json"
+        status_meta = "index/status/zarr.json"
         try:
-            attrs["rows"] = int(json.loads(status_meta.read_text(encoding="utf-8"))["shape"][0])
-        except (OSError, KeyError, IndexError, ValueError) as err:
-            raise StoreFormatError(f"{status_meta}: unreadable ({err}); is index/status missing?") from err
+            attrs["rows"] = int(json.loads(loc.get(status_meta) or b"")["shape"][0])
+        except (KeyError, IndexError, ValueError) as err:
+            raise StoreFormatError(f"{loc / status_meta}: unreadable ({err}); is index/status missing?") from err
     return attrs
 
 
-def _check_writable(path: Path) -> None:
+def _committed(loc: Location) -> bool:
+    """The store exists: its root carries the tjepa attributes (written last at creation)."""
+    if loc.local and not loc.path.is_dir():
+        return False
+    attrs = creation.root_attributes(loc)
+    return attrs is not None and attrs.get("format") == FORMAT
+
+
+def _check_writable(loc: Location) -> None:
     """Fail early, naming the path, rather than deep inside a worker's first chunk write."""
+    if not loc.local:
+        loc.check_bucket()
+        return
+    path = loc.path
     for p in (path, path / "index" / "status"):
         if not p.exists():
             continue
@@ -104,22 +121,39 @@ def _compressors(spec: ArraySpec):
     return (ZstdCodec(level=3),)
 
 
-def _remove_abandoned_creations(path: Path) -> None:
-    """Temp directories of creations whose process is gone (killed mid-create)."""
-    for tmp in path.parent.glob(f".{path.name}.creating-*"):
-        try:
-            os.kill(int(tmp.name.rsplit("-", 1)[1]), 0)
-        except (ValueError, ProcessLookupError):
-            shutil.rmtree(tmp, ignore_errors=True)
-        except PermissionError:  # alive, someone else's
-            continue
+def _array_metadata(layout: StoreLayout) -> dict[str, bytes]:
+    """Every group's and array's zarr.json for `layout`, built in a scratch directory: uploading
+    them is then one concurrent batch of small writes, whatever the backend."""
+    import tempfile
+
+    import zarr
+
+    with tempfile.TemporaryDirectory(prefix="tjepa-meta-") as tmp:
+        group = zarr.open_group(tmp, mode="w", zarr_format=3)
+        for spec in array_specs(layout):
+            parent, name = spec.path.split("/")
+            group.require_group(parent).create_array(
+                name,
+                shape=(0, *spec.row_shape(layout)),
+                chunks=spec.chunks(layout),
+                shards=spec.shards(layout),
+                dtype=str if spec.dtype == "str" else spec.stored_dtype,
+                compressors=_compressors(spec),
+                fill_value=spec.fill,
+                dimension_names=spec.dims,
+                attributes={"meaning": spec.meaning, **({"dtype": spec.dtype} if spec.dtype == BFLOAT16 else {})},
+            )
+        root = Path(tmp)
+        return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("zarr.json")}
 
 
 class FeatureStore:
-    """A tjepa feature store on the local filesystem. Build with `create`, `open` or `open_or_create`."""
+    """A tjepa feature store, on a local filesystem or an object store (see `storage.locate`).
+    Build with `create`, `open` or `open_or_create`."""
 
-    def __init__(self, path: Path, group: Any, attrs: dict, mode: str, ledger: str | Path | None):
-        self.path = path
+    def __init__(self, loc: Location, group: Any, attrs: dict, mode: str, ledger: str | Path | None):
+        self.location = loc
+        self.path: Path | Location = loc.path if loc.local else loc  # `path / key` names an object
         self.mode = mode
         self._group = group
         self.layout = StoreLayout.from_dict(attrs["layout"])
@@ -128,21 +162,21 @@ class FeatureStore:
         self.provenance: dict = attrs["provenance"]
         self.version: int = attrs["version"]
         self._rows: int = int(attrs["rows"])
-        self.ledger = Ledger(ledger if ledger is not None else path / LEDGER_NAME)
+        self.ledger = ledger_for(loc, ledger)
         self.specs = array_specs(self.layout)
         self._arrays: dict[str, Any] = {}
         self.run_id = 0  # the run this handle writes for (open_or_create sets it for later runs)
 
     # ---- opening -------------------------------------------------------------------------------
     @classmethod
-    def create(cls, path: str | Path, layout: StoreLayout, config: dict, provenance: dict,
+    def create(cls, path: str | Path | Location, layout: StoreLayout, config: dict, provenance: dict,
                ledger: str | Path | None = None) -> FeatureStore:
-        """A new, empty store (0 rows). Refuses an existing path unless it is an empty directory."""
-        import zarr
-
-        path = Path(path)
-        if path.exists() and (not path.is_dir() or any(path.iterdir())):
-            raise TjepaError(f"{path}: already exists; open it, or choose another path")
+        """A new, empty store (0 rows). Refuses an existing store; takes over an abandoned creation
+        (the protocol is in `creation`: marker first, root attributes last)."""
+        loc = locate(path)
+        if loc.local and loc.path.exists() and not loc.path.is_dir():
+            raise TjepaError(f"{loc}: already exists; open it, or choose another path")
+        _check_writable(loc)
         config = canonicalize(config)
         attrs = {
             "format": FORMAT,
@@ -153,70 +187,47 @@ class FeatureStore:
             "provenance": canonicalize(provenance, "provenance"),
             "rows": 0,
         }
-        # Built beside the target and renamed into place: a crash mid-creation leaves only a hidden
-        # temp directory, never a half-made store at `path` that every rerun would refuse.
-        tmp = path.parent / f".{path.name}.creating-{os.getpid()}"
-        _remove_abandoned_creations(path)
         try:
-            group = zarr.open_group(tmp, mode="w", zarr_format=3)
-            for spec in array_specs(layout):
-                parent, name = spec.path.split("/")
-                group.require_group(parent).create_array(
-                    name,
-                    shape=(0, *spec.row_shape(layout)),
-                    chunks=spec.chunks(layout),
-                    shards=spec.shards(layout),
-                    dtype=str if spec.dtype == "str" else spec.stored_dtype,
-                    compressors=_compressors(spec),
-                    fill_value=spec.fill,
-                    dimension_names=spec.dims,
-                    attributes={"meaning": spec.meaning, **({"dtype": spec.dtype} if spec.dtype == BFLOAT16 else {})},
-                )
-            group.attrs.update(attrs)
-            if path.exists():
-                path.rmdir()  # the empty directory checked above
-            os.replace(tmp, path)
+            token = creation.begin(loc, committed=_committed(loc))
+            creation.upload_metadata(loc, _array_metadata(layout))
+            creation.commit(loc, token, attrs)
         except OSError as err:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise TjepaError(f"{path}: cannot create the store ({err})") from err
-        group = zarr.open_group(path, mode="r+", zarr_format=3)
-        return cls(path, group, attrs, "r+", ledger)
+            raise TjepaError(f"{loc}: cannot create the store ({err})") from err
+        return cls(loc, open_zarr(loc, mode="r+"), attrs, "r+", ledger)
 
     @classmethod
-    def open(cls, path: str | Path, mode: str = "r", expect_config: dict | None = None,
+    def open(cls, path: str | Path | Location, mode: str = "r", expect_config: dict | None = None,
              ledger: str | Path | None = None) -> FeatureStore:
         """Open an existing store; with `expect_config`, refuse one made with a different config."""
-        import zarr
-
         if mode not in ("r", "r+"):
             raise ValueError(f"mode must be 'r' or 'r+', got {mode!r}")
-        path = Path(path)
-        attrs = read_root_attrs(path)
+        loc = locate(path)
+        attrs = read_root_attrs(loc)
         if fingerprint(attrs["config"]) != attrs["fingerprint"]:
-            raise StoreFormatError(f"{path}: the fingerprint attribute does not match the stored config "
+            raise StoreFormatError(f"{loc}: the fingerprint attribute does not match the stored config "
                                    "(edited by hand?); rebuild the store")
         if expect_config is not None and fingerprint(expect_config) != attrs["fingerprint"]:
             lines = config_diff(attrs["config"], expect_config)
             raise ConfigMismatchError(
-                f"{path}: the store was built with a different extraction config "
+                f"{loc}: the store was built with a different extraction config "
                 f"({len(lines)} key(s) differ, stored -> requested):\n  " + "\n  ".join(lines)
                 + "\nUse another store path, or delete this store to rebuild it.")
         if mode == "r+":
-            _check_writable(path)
-        group = zarr.open_group(path, mode=mode, zarr_format=3)
-        return cls(path, group, attrs, mode, ledger)
+            _check_writable(loc)
+        return cls(loc, open_zarr(loc, mode=mode), attrs, mode, ledger)
 
     @classmethod
-    def open_or_create(cls, path: str | Path, layout: StoreLayout, config: dict, provenance: dict,
+    def open_or_create(cls, path: str | Path | Location, layout: StoreLayout, config: dict, provenance: dict,
                        ledger: str | Path | None = None) -> FeatureStore:
         """Coordinator entry point: create, or reopen for writing after checking config and layout."""
-        path = Path(path)
-        if not path.exists() or (path.is_dir() and not any(path.iterdir())):
-            return cls.create(path, layout, config, provenance, ledger)
-        store = cls.open(path, "r+", expect_config=config, ledger=ledger)
+        loc = locate(path)
+        if not _committed(loc):
+            return cls.create(loc, layout, config, provenance, ledger)
+        store = cls.open(loc, "r+", expect_config=config, ledger=ledger)
+        creation.clear_stale_marker(loc)
         if store.layout != layout:
             lines = config_diff(store.layout.to_dict(), layout.to_dict())
-            raise ConfigMismatchError(f"{path}: the store has a different layout (stored -> requested):\n  "
+            raise ConfigMismatchError(f"{loc}: the store has a different layout (stored -> requested):\n  "
                                       + "\n  ".join(lines) + "\nUse another store path.")
         runs = list(store._group.attrs.get("runs", []))
         runs.append(canonicalize(provenance, "provenance"))
@@ -276,7 +287,7 @@ class FeatureStore:
         return self._arrays[path]
 
     def __repr__(self) -> str:
-        return f"FeatureStore({str(self.path)!r}, rows={self._rows}, mode={self.mode!r})"
+        return f"FeatureStore({str(self.location)!r}, rows={self._rows}, mode={self.mode!r})"
 
     # ---- coordinator ---------------------------------------------------------------------------
     def _require_writable(self) -> None:
@@ -434,18 +445,14 @@ class FeatureStore:
         return decode_row(self.layout, values)  # tokens come back as float32
 
     def nbytes_on_disk(self) -> int:
-        """Bytes of every file under the store directory (the ledger included)."""
-        total = 0
-        for root, _, files in os.walk(self.path):
-            for f in files:
-                total += os.path.getsize(os.path.join(root, f))
-        return total
+        """Bytes of every object of the store (the ledger included)."""
+        return self.location.nbytes()
 
     def info(self) -> dict:
         """Counts and identity, JSON-ready."""
         st = self.status()
         return {
-            "path": str(self.path), "version": self.version, "fingerprint": self.fingerprint,
+            "path": str(self.location), "version": self.version, "fingerprint": self.fingerprint,
             "rows": self._rows, "done": int((st == DONE).sum()), "failed": int((st == FAILED).sum()),
             "pending": int((st == PENDING).sum()), "shards": self.n_shards,
         }

@@ -2,34 +2,26 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from tjepa.cache_schema.layout import RAW, array_specs
-from tjepa.cache_schema.ledger import LEDGER_NAME, Ledger
+from tjepa.cache_schema.ledger import LEDGER_DIR
 from tjepa.cache_schema.provenance_check import mixed_provenance
+from tjepa.cache_schema.storage import Location
 from tjepa.cache_schema.store import FeatureStore
 
 
-def _dir_bytes(path: Path) -> int:
-    """Bytes of data files under an array directory (its zarr.json excluded)."""
-    total = 0
-    for root, _, files in os.walk(path):
-        for f in files:
-            if not (f == "zarr.json" and Path(root) == path):
-                total += os.path.getsize(os.path.join(root, f))
-    return total
-
-
-def store_summary(path: str | Path) -> dict:
+def store_summary(path: str | Path | Location) -> dict:
     """Counts, identity, layout, provenance and a per-array table (with compression ratios)."""
     store = FeatureStore.open(path, mode="r")
     info = store.info()
+    sizes = store.location.sizes()
     layout = store.layout
     arrays = []
     for spec in array_specs(layout):
         arr = store.array(spec.path)
-        stored = _dir_bytes(store.path / spec.path)
+        # data objects of the array (its own zarr.json excluded)
+        stored = sum(n for k, n in sizes.items() if k.startswith(f"{spec.path}/") and k != f"{spec.path}/zarr.json")
         per_row = spec.row_nbytes(layout)
         # Row-chunked arrays hold data only for written rows; block chunks always cover all rows.
         filled = info["done"] if spec.chunking == "row" else store.n_rows
@@ -48,8 +40,8 @@ def store_summary(path: str | Path) -> dict:
         })
     return {
         **info,
-        "bytes": store.nbytes_on_disk(),
-        "ledger_entries": len(Ledger(store.path / LEDGER_NAME).read()),
+        "bytes": sum(sizes.values()),
+        "ledger_entries": len(store.ledger.read()),
         "layout": layout.to_dict(),
         "config": store.config,
         "provenance": store.provenance,
@@ -99,7 +91,7 @@ def render_summary(summary: dict, console) -> None:
     console.print(f"fingerprint {s['fingerprint']}")
     if s["ledger_entries"]:
         console.print(f"failure ledger: {s['ledger_entries']} entr{'y' if s['ledger_entries'] == 1 else 'ies'} "
-                      f"in {LEDGER_NAME}")
+                      f"in {LEDGER_DIR}/")
     console.print("layout " + ", ".join(f"{k}={v}" for k, v in s["layout"].items()))
     console.print("provenance " + _record_line(s["provenance"]), highlight=False)
     if s["runs"]:

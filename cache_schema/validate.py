@@ -15,8 +15,9 @@ import numpy as np
 
 from tjepa.cache_schema.fingerprint import fingerprint
 from tjepa.cache_schema.layout import ArraySpec, StoreLayout, array_specs, spec_by_path
-from tjepa.cache_schema.ledger import LEDGER_NAME, Ledger
+from tjepa.cache_schema.ledger import ledger_for
 from tjepa.cache_schema.rowdata import causality_problem, think_ids_problem
+from tjepa.cache_schema.storage import Location, locate, open_zarr
 from tjepa.cache_schema.store import DONE, FAILED, read_root_attrs
 from tjepa.errors import StoreFormatError
 
@@ -47,15 +48,15 @@ def _structure_problems(arr, spec: ArraySpec, layout: StoreLayout, rows: int) ->
     return out, True
 
 
-def validate_store(path: str | Path, full: bool = True, progress: Callable[[int, int], None] | None = None,
+def validate_store(path: str | Path | Location, full: bool = True, progress: Callable[[int, int], None] | None = None,
                    ledger: str | Path | None = None) -> list[str]:
     """Problems found in the store at `path` (empty list: valid).
 
-    `full=False` skips per-row data checks; `ledger`: the failure ledger if not STORE/failures.jsonl.
+    `full=False` skips per-row data checks; `ledger`: the failure ledger if not STORE/failures/.
     """
     import zarr
 
-    path = Path(path)
+    path = locate(path)
     try:
         attrs = read_root_attrs(path)
     except StoreFormatError as err:
@@ -74,7 +75,7 @@ def validate_store(path: str | Path, full: bool = True, progress: Callable[[int,
     if not isinstance(rows, int) or rows < 0:
         return [*problems, f"root: rows attribute {rows!r} is not a count"]
 
-    group = zarr.open_group(path, mode="r", zarr_format=3)
+    group = open_zarr(path, mode="r")
     arrays = {}
     longer = []  # grown but not committed: an interrupted add_rows, repaired by the next one
     for spec in array_specs(layout):
@@ -111,11 +112,11 @@ def validate_store(path: str | Path, full: bool = True, progress: Callable[[int,
         problems.append("index/video: duplicate video ids")
     failed = np.nonzero(status == FAILED)[0]
     if failed.size:
-        ledger_file = Path(ledger) if ledger is not None else path / LEDGER_NAME
-        recorded = Ledger(ledger_file).latest()
+        book = ledger_for(path, ledger)
+        recorded = book.latest()
         missing = [videos[i] for i in failed if videos[i] not in recorded]
         if missing:
-            problems.append(f"{ledger_file}: {len(missing)} failed row(s) have no ledger entry, e.g. {missing[0]!r}")
+            problems.append(f"{book.path}: {len(missing)} failed row(s) have no ledger entry, e.g. {missing[0]!r}")
     if full:
         problems += _check_rows(arrays, layout, videos, status, progress)
     return problems

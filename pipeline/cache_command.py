@@ -104,7 +104,8 @@ def print_summary(summary: JobSummary, console: Console) -> None:
     table.add_row("wall time", f"{summary.seconds:.1f} s ({rate:.2f} videos/s)")
     console.print(table)
     if summary.failed_rows:
-        console.print(f"failures are listed in {Path(summary.store) / 'failures.jsonl'}; rerun with --retry-failed")
+        console.print(f"failures are recorded in {summary.store}/failures/ (`tjepa inspect` lists them); "
+                      "rerun with --retry-failed")
 
 
 def run_cache_command(
@@ -113,6 +114,7 @@ def run_cache_command(
     json_out: bool = False, window_frames: int = 0,
     decode_workers="0", decoder: str = "pyav",
 ) -> int:
+    from tjepa.cache_schema.storage import locate
     from tjepa.pipeline.encoders.presets import resolve_encoders
     from tjepa.pipeline.memory import limit_malloc_arenas
 
@@ -122,6 +124,8 @@ def run_cache_command(
         from tjepa.pipeline.video import require_nvdec
 
         require_nvdec()
+    out = locate(out)
+    out.check_bucket()  # bad credentials or a missing bucket: say so before loading any model
     n_workers = parse_workers(workers)
     encoders = resolve_encoders(
         preset,
@@ -139,7 +143,7 @@ def run_cache_command(
             require_vllm()
     job = CacheJob(
         videos=Path(videos),
-        out=Path(out),
+        out=out,
         encoders=encoders,
         sampling=SamplingConfig(n_past=n_past, n_future=n_future, window_frames=window_frames, decoder=decoder),
         layout=layout,

@@ -19,7 +19,7 @@ from tjepa.pipeline.worker import UnitResult, WorkerOptions, shard_units
 @dataclass(frozen=True)
 class CacheJob:
     videos: Path
-    out: Path
+    out: object  # a store path or URL (cache_schema.storage.Location)
     encoders: object  # EncoderConfig
     sampling: SamplingConfig = SamplingConfig()
     layout: str = "auto"
@@ -154,7 +154,7 @@ def plan(job: CacheJob):
     by_id = {ep.id: ep for ep in episodes}
     ids = {row: video for video, row in store.row_of().items()}
     work_eps = [by_id[ids[r]] for r in rows]
-    units = shard_units(str(job.out), store.fingerprint, store.layout.rows_per_shard, list(rows), work_eps,
+    units = shard_units(store.location, store.fingerprint, store.layout.rows_per_shard, list(rows), work_eps,
                         run=store.run_id)
     already_done = int((store.status() == 1).sum())
     return store, units, already_done

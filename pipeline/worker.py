@@ -41,7 +41,7 @@ class WorkerOptions:
 
 @dataclass(frozen=True)
 class Unit:
-    store_path: str
+    store_path: object  # cache_schema.storage.Location (carries --storage-options to dask workers)
     fingerprint: str
     shard: int
     rows: tuple[int, ...]
@@ -348,7 +348,7 @@ def process_unit(
     return result
 
 
-def shard_units(store_path: str, fingerprint: str, rows_per_shard: int, rows: list[int], episodes: list[Episode],
+def shard_units(store_path: object, fingerprint: str, rows_per_shard: int, rows: list[int], episodes: list[Episode],
                 run: int = 0) -> list[Unit]:
     """Group work rows by shard (the unit of ownership), in row order."""
     order = np.argsort(rows, kind="stable")

@@ -45,3 +45,5 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+from s3_server import s3_server  # noqa: E402,F401  (session fixture: one real S3 server)

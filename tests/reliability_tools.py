@@ -192,10 +192,10 @@ def partial_files(root: Path) -> list[Path]:
 
 
 def ledger(store: Path) -> list[dict]:
-    path = store / "failures.jsonl"
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    """The store's failure records, oldest first, as dicts."""
+    from tjepa.cache_schema.ledger import Ledger
+
+    return [dict(f.__dict__) for f in Ledger.of_store(store).read()]
 
 
 # Codecs that only ever carry numbers or UTF-8 text; anything else (a pickle codec, object arrays)

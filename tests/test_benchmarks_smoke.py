@@ -168,3 +168,12 @@ def test_tokens_smoke(tmp_path, machine):
     rows = {row[0]: row for row in section.tables[0].rows}
     assert rows["float32"][2] == pytest.approx(1.0) and rows["bfloat16 bits in uint16 (schema v2)"][2] == 0.5
     assert rows["float16 (schema v1)"][7] > 0 and rows["bfloat16 bits in uint16 (schema v2)"][7] == 0
+
+
+def test_bucket_smoke(tmp_path, machine, s3_server):
+    from benchmarks import bucket
+
+    section = bucket.run(smoke_ctx(tmp_path, machine), server=s3_server)
+    check_section(section, "bucket")
+    names = column(section.tables[0], "source")
+    assert names[0] == "raw GET (limit)" and "bucket, 0 workers" in names and "local, 0 workers" in names

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -12,6 +11,8 @@ import time
 import pytest
 import zarr
 from cache_helpers import assert_same_features, cache_args, copy_tree, rows_by_video, run_cli
+
+from tjepa.cache_schema.ledger import Ledger
 
 
 @pytest.fixture(scope="module")
@@ -74,5 +75,5 @@ def test_a_corrupt_video_on_one_worker_does_not_affect_the_others(tmp_path, synt
     status = rows_by_video(out, "index/status")
     assert status.pop(f"{task.name}/broken.mp4") == 2
     assert set(status.values()) == {1} and len(status) == 4
-    ledger = [json.loads(line) for line in (out / "failures.jsonl").read_text().splitlines()]
+    ledger = [f.__dict__ for f in Ledger.of_store(out).read()]
     assert [e["video"] for e in ledger] == [f"{task.name}/broken.mp4"]

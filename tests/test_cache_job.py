@@ -24,6 +24,7 @@ from cache_helpers import (
 )
 
 from tjepa.cache_schema.bf16 import from_bf16_bits
+from tjepa.cache_schema.ledger import Ledger
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +123,7 @@ def test_bad_videos_are_recorded_and_the_job_goes_on(tmp_path, synth_root, tiny_
     status = rows_by_video(out, "index/status")
     assert status[f"{task.name}/corrupt.mp4"] == 2 and status[f"{task.name}/short.mp4"] == 2
     assert sum(int(s == 1) for s in status.values()) == 3
-    ledger = [json.loads(line) for line in (out / "failures.jsonl").read_text().splitlines()]
+    ledger = [f.__dict__ for f in Ledger.of_store(out).read()]
     reasons = {entry["video"]: entry["reason"] for entry in ledger}
     assert "corrupt.mp4" in reasons[f"{task.name}/corrupt.mp4"]
     assert "short.mp4" in reasons[f"{task.name}/short.mp4"]

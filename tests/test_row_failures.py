@@ -12,6 +12,7 @@ import pytest
 from cache_helpers import altered_models, cache_args, copy_tree, run_cli
 from store_factory import FactoryConfig, write_store
 
+from tjepa.cache_schema.ledger import Ledger
 from tjepa.cache_schema.store import DONE, FAILED, FeatureStore
 from tjepa.pipeline.worker import store_rows
 
@@ -57,7 +58,7 @@ def test_non_finite_encoder_output_fails_rows_not_the_job(synth_root, nan_models
     assert summary["stage_seconds"]["model"] > 0 and summary["seconds"] > 0 and "videos_per_s" in summary
     store = FeatureStore.open(out)
     assert (store.status() == FAILED).all() and store.n_rows == 4
-    lines = [json.loads(x) for x in (out / "failures.jsonl").read_text().splitlines()]
+    lines = [f.__dict__ for f in Ledger.of_store(out).read()]
     assert len(lines) == 4 and all("non-finite" in x["reason"] for x in lines), lines
 
 

@@ -218,15 +218,16 @@ def test_mark_failed_writes_ledger_then_status(tmp_path):
     store = make_store(tmp_path / "s.zarr", n=3, done=1)
     store.mark_failed(2, "g0/v2.mp4", "bad hdf5: 3 frames short")
     assert store.status().tolist() == [1, 0, 2]
-    lines = (tmp_path / "s.zarr" / "failures.jsonl").read_text().splitlines()
-    entry = json.loads(lines[-1])
+    records = sorted((tmp_path / "s.zarr" / "failures").glob("*.json"))  # one object per failure
+    entry = json.loads(records[-1].read_text())
     assert entry["video"] == "g0/v2.mp4" and entry["row"] == 2 and "3 frames short" in entry["reason"]
-    assert entry["time"].endswith("+00:00")
+    assert entry["time"].endswith("+00:00") and entry["pid"] == os.getpid() and entry["host"]
     with pytest.raises(ValueError, match="holds 'g1/v1.mp4'"):
         store.mark_failed(1, "g0/v2.mp4", "wrong row")
-    custom = FeatureStore.open(tmp_path / "s.zarr", "r+", ledger=tmp_path / "elsewhere.jsonl")
+    custom = FeatureStore.open(tmp_path / "s.zarr", "r+", ledger=tmp_path / "elsewhere")
     custom.mark_failed(1, "g1/v1.mp4", "x")
-    assert json.loads((tmp_path / "elsewhere.jsonl").read_text())["row"] == 1
+    assert [f.row for f in custom.ledger.read()] == [1]
+    assert json.loads(next((tmp_path / "elsewhere").glob("*.json")).read_text())["row"] == 1
 
 
 def test_config_and_layout_mismatch_name_the_keys(tmp_path):

@@ -71,8 +71,8 @@ def test_bad_status_value_and_failed_row_without_ledger(good):
     status[0] = 7
     only(validate_store(good.path), "index/status", "row 0 = 7")
     status[0] = 1
-    (good.path / "failures.jsonl").unlink()
-    only(validate_store(good.path), "failures.jsonl", "'g0/v4.mp4'")
+    shutil.rmtree(good.path / "failures")
+    only(validate_store(good.path), "failures", "'g0/v4.mp4'")
 
 
 def test_missing_array_and_wrong_dtype(good):

@@ -35,6 +35,7 @@ from tjepa.train.checkpoint import (
 from tjepa.train.data import CacheDataset, read_index, to_device
 from tjepa.train.rollout import resolve_steps, rollout_validation
 from tjepa.train.run_config import RunPaths, TrainConfig, prepare_run_dir, run_document
+from tjepa.train.shard_order import ShardShuffleSampler
 from tjepa.train.splits import Splits, make_splits, read_splits, write_splits
 from tjepa.train.windows import SequenceDataset, WindowDataset, WindowSpec
 
@@ -255,6 +256,11 @@ class Trainer:
                                                             shuffle=True, seed=cfg.seed)
         else:
             self.sampler = EpochSampler(len(self.train_ds), cfg.seed)
+        if cfg.shuffle == "shards":
+            if self.d.world > 1:
+                raise TjepaError("shuffle 'shards' runs in one process for now; use shuffle 'global' under torchrun")
+            self.sampler = ShardShuffleSampler(self.train_ds.rows, int(index.layout["rows_per_shard"]), cfg.seed,
+                                               cfg.shuffle_window)
         workers = dict(num_workers=cfg.num_workers, persistent_workers=cfg.num_workers > 0,
                        pin_memory=self.d.device.type == "cuda")
         self.train_loader = DataLoader(self.train_ds, batch_size=cfg.batch_size, sampler=self.sampler,

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from tjepa.atomic import atomic_write_json, remove_stale_temps
+from tjepa.cache_schema.storage import is_url
 from tjepa.config_io import ConfigMixin, config_diff, from_dict, from_saved, sections
 from tjepa.errors import ConfigError, ConfigMismatchError, InputError, TjepaError
 from tjepa.train.config import PRESETS, STORE_FIELDS, model_overrides
@@ -47,6 +48,10 @@ class TrainConfig(ConfigMixin):
     fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
     split_seed: int = 42  # independent of `seed`, so runs with different seeds share one split
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    # global: a permutation of all rows; shards: shuffled shard order + a shuffle buffer over
+    # `shuffle_window` shards (for stores on object storage). Both a pure function of (seed, epoch).
+    shuffle: str = "global"
+    shuffle_window: int = 4
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.num_workers < 0:
@@ -54,6 +59,9 @@ class TrainConfig(ConfigMixin):
                              f"{self.epochs}, {self.batch_size}, {self.num_workers}")
         if self.preset not in PRESETS:
             raise TjepaError(f"unknown model preset {self.preset!r}; choose one of {sorted(PRESETS)}")
+        if self.shuffle not in ("global", "shards") or self.shuffle_window < 1:
+            raise TjepaError(f"shuffle must be 'global' or 'shards' and shuffle_window >= 1, got "
+                             f"{self.shuffle!r}, {self.shuffle_window}")
         if self.limit is not None and self.limit < 1:
             raise TjepaError(f"limit must be >= 1 or None, got {self.limit}")
         if self.levels is not None:
@@ -125,7 +133,8 @@ def run_document(train: TrainConfig, model: dict[str, Any], store_path: str, fin
     from tjepa import __version__
 
     return {"train": train.to_dict(), "model": dict(model),
-            "store": {"path": str(Path(store_path).resolve()), "fingerprint": fingerprint},
+            "store": {"path": store_path if is_url(store_path) else str(Path(store_path).resolve()),
+                      "fingerprint": fingerprint},
             "split": {"seed": train.split_seed, "fractions": list(train.fractions)},
             "levels": list(levels), "tjepa_version": __version__}
 

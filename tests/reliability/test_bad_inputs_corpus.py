@@ -1,7 +1,7 @@
 """The bad-input corpus (pipeline.synth.bad_inputs plus what it lacks) mixed with good videos.
 
 `tjepa cache` over each tree finishes with exit code 3; good and awkward-but-valid rows are done;
-each bad row is failed with a failures.jsonl reason that names its file and the problem; rows done
+each bad row is failed with a failure-ledger reason that names its file and the problem; rows done
 before the bad inputs arrived keep their content and are not recomputed; a retry changes nothing.
 Stores and runs that do not fit (newer schema, other extraction config, a checkpoint of another
 model) are refused with an error naming the path and the problem.

@@ -51,7 +51,7 @@ def test_cache_into_an_unwritable_directory(tmp_path, synth_root, tiny_models, f
 def test_resume_a_store_whose_directory_became_unwritable(tmp_path, synth_root, tiny_models, reference, figures):
     out = tmp_path / "store.zarr"
     shutil.copytree(reference.path, out)
-    (out / "failures.jsonl").unlink(missing_ok=True)
+    shutil.rmtree(out / "failures", ignore_errors=True)
     status_before = status_by_video(out)
     with unwritable_dir(out):
         res = run(tjepa_cmd(*cache_args(synth_root, out, tiny_models, *CACHE_EXTRA, "--retry-failed")))
@@ -98,7 +98,7 @@ def test_store_opened_read_only_refuses_writes_naming_it(reference):
         store.write_row(0, store.read_row(0))
     with pytest.raises(TjepaError, match="read-only"):
         store.mark_failed(0, str(store.array("index/video")[0]), "x")
-    assert not (reference.path / "failures.jsonl").exists()
+    assert not (reference.path / "failures").exists()
 
 
 def test_train_into_an_unwritable_directory_is_a_clear_error(tmp_path, figures):

@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path
@@ -19,6 +18,7 @@ from cache_helpers import cache_args
 from reliability_tools import (
     CACHE_EXTRA,
     add_remote_code,
+    ledger,
     run,
     status_by_video,
     store_pickle_problems,
@@ -96,7 +96,7 @@ def test_dataset_paths_never_escape_the_output(tmp_path, synth_root, tiny_models
     ids = list(status_by_video(out))
     bad_ids = [i for i in ids if i.startswith("/") or ".." in Path(i).parts or "\\" in i]
     # Nothing was written outside the store: not in the tree, not where its links lead, not beside
-    # the store (only failures.jsonl and zarr files inside it).
+    # the store (only failure records and zarr files inside it).
     changed = (_listing(tree) != before_tree) or (_listing(outside) != before_outside)
     beside = sorted(p.name for p in out.parent.iterdir() if p != out)
     figures.record("safety", check="dataset paths stay inside the output", passed=not bad_ids and not changed
@@ -142,5 +142,5 @@ def test_no_pickle_in_any_store(reference, tmp_path, synth_root, tiny_models, fi
         kinds = {name: arr.dtype.kind for name, arr in g.members(max_depth=None) if isinstance(arr, zarr.Array)}
         assert "O" not in kinds.values(), kinds
         assert "vlm/think_tokens" in kinds or store == reference.path
-    ledger_lines = [json.loads(x) for x in (tokens / "failures.jsonl").read_text().splitlines()]
+    ledger_lines = ledger(tokens)
     assert [e["video"] for e in ledger_lines] == ["broken.mp4"]

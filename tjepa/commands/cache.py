@@ -8,6 +8,8 @@ from typing import Annotated
 
 import typer
 
+from tjepa.commands.storage_options import StorageOptions, use_storage_options
+
 
 class Layout(str, Enum):
     auto = "auto"
@@ -27,7 +29,7 @@ class Generator(str, Enum):
 
 def cache(
     videos: Annotated[Path, typer.Option("--videos", help="Dataset root: an EgoDex tree or any tree of videos.")],
-    out: Annotated[Path, typer.Option("--out", help="The Zarr store to create or resume.")],
+    out: Annotated[str, typer.Option("--out", help="The Zarr store to create or resume: a path or s3://bucket/name.zarr.")],
     models: Annotated[str, typer.Option("--models", help="Model preset: tiny, pretrained or full-random.")] = "tiny",
     models_dir: Annotated[
         Path | None, typer.Option("--models-dir", help="Where the preset's weights live (tiny: built here if missing).")
@@ -78,10 +80,12 @@ def cache(
     json_out: Annotated[
         bool, typer.Option("--json", help="Print the job summary as one JSON object on stdout (progress: stderr).")
     ] = False,
+    storage_options: StorageOptions = None,
 ) -> None:
     """Decode each video once and store V-JEPA 2 latents, Qwen3-VL layer states and targets."""
     from tjepa.pipeline.cache_command import run_cache_command
 
+    use_storage_options(storage_options)
     code = run_cache_command(
         videos=videos,
         out=out,

@@ -8,6 +8,8 @@ from typing import Annotated
 
 import typer
 
+from tjepa.commands.storage_options import StorageOptions, use_storage_options
+
 
 class Split(str, Enum):
     test = "test"
@@ -27,7 +29,7 @@ class Camera(str, Enum):
 
 def evaluate(
     run: Annotated[Path, typer.Option("--run", help="Run directory written by `tjepa train`.")],
-    cache: Annotated[Path, typer.Option("--cache", help="The feature store the run was trained on.")],
+    cache: Annotated[str, typer.Option("--cache", help="The feature store the run was trained on (path or s3:// URL).")],
     split: Annotated[Split, typer.Option(help="Split to score; test = the videos training never read.")] = Split.test,
     out: Annotated[Path | None, typer.Option("--out", help="Output directory (default RUN/eval).")] = None,
     rollout: Annotated[bool, typer.Option(
@@ -43,8 +45,10 @@ def evaluate(
     figures: Annotated[int, typer.Option(min=0, help="Trajectory pictures to draw (first videos of the split).")] = 4,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
+    storage_options: StorageOptions = None,
 ) -> None:
     """Evaluate a run: ADE/FDE/Acc@5cm, latent metrics, baselines, figures, metrics.json + report.md."""
+    use_storage_options(storage_options)
     from rich.console import Console
     from rich.table import Table
 

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from tjepa.commands.storage_options import STORE_HELP, StorageOptions, use_storage_options
+
 
 def inspect(
-    store: Annotated[Path, typer.Argument(help="Path of a tjepa feature store (Zarr v3 directory).")],
+    store: Annotated[str, typer.Argument(help=STORE_HELP)],
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")] = False,
+    storage_options: StorageOptions = None,
 ) -> None:
     """Summarise a feature store: rows done/failed/pending, fingerprint, layout, provenance, arrays."""
     import json
@@ -19,6 +21,7 @@ def inspect(
 
     from tjepa.cache_schema.summary import render_summary, store_summary
 
+    use_storage_options(storage_options)
     summary = store_summary(store)
     if json_out:
         typer.echo(json.dumps(summary, indent=2, ensure_ascii=False))

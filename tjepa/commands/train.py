@@ -13,6 +13,8 @@ from typing import Annotated
 
 import typer
 
+from tjepa.commands.storage_options import StorageOptions, use_storage_options
+
 
 class Variant(str, Enum):
     thinkjepa = "thinkjepa"
@@ -65,7 +67,7 @@ def flag_settings(**given: object) -> dict[str, dict[str, object]]:
 
 
 def train(
-    cache: Annotated[Path, typer.Option("--cache", help="Feature store written by `tjepa cache`.")],
+    cache: Annotated[str, typer.Option("--cache", help="Feature store written by `tjepa cache` (path or s3:// URL).")],
     out: Annotated[Path, typer.Option("--out", help="Run directory (config, splits, metrics, checkpoints).")],
     config: Annotated[Path | None, typer.Option("--config", help="YAML with `train:` / `model:` sections (or a RUN/config.json).")] = None,
     only: Annotated[list[str] | None, typer.Option("--section", help="Read only this section of --config (repeatable; e.g. train and model of a shared params.yaml).")] = None,
@@ -95,8 +97,10 @@ def train(
                                        "(leak-free windows; needs a store made with --window-frames).")] = False,
     rollout_obs: Annotated[int, typer.Option("--rollout-obs", min=1, help="Observed tubelets per window.")] = 2,
     rollout_fut: Annotated[int, typer.Option("--rollout-fut", min=1, help="Predicted tubelets per window.")] = 2,
+    storage_options: StorageOptions = None,
 ) -> None:
     """Train ThinkJEPA (or a baseline) on cached features; DDP when launched with torchrun."""
+    use_storage_options(storage_options)
     from rich.console import Console
 
     from tjepa.config_io import load_file, merge, overrides, select

@@ -7,14 +7,17 @@ from typing import Annotated
 
 import typer
 
+from tjepa.commands.storage_options import STORE_HELP, StorageOptions, use_storage_options
+
 
 def validate(
-    store: Annotated[Path, typer.Argument(help="Path of a tjepa feature store (Zarr v3 directory).")],
+    store: Annotated[str, typer.Argument(help=STORE_HELP)],
     quick: Annotated[bool, typer.Option("--quick", help="Structure, status and ledger only; skip reading row data.")] = False,
     limit: Annotated[int, typer.Option(min=1, help="Print at most this many problems.")] = 50,
     ledger: Annotated[
-        Path | None, typer.Option(help="Failure ledger, if the cache job wrote it elsewhere than STORE/failures.jsonl.")
+        Path | None, typer.Option(help="Failure ledger, if the cache job wrote it elsewhere than STORE/failures/.")
     ] = None,
+    storage_options: StorageOptions = None,
 ) -> None:
     """Validate a feature store: format, arrays, status, ledger, and (unless --quick) every done row."""
     from rich.console import Console
@@ -22,6 +25,7 @@ def validate(
     from tjepa.cache_schema.validate import validate_store
     from tjepa.progress import progress_bar
 
+    use_storage_options(storage_options)
     console = Console()
     with progress_bar("checking shards", "shards", transient=True) as bar:
         task = bar.add_task("shards", total=None)

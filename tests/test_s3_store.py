@@ -1,0 +1,199 @@
+"""Stores on object storage, against a real S3 server (SeaweedFS on loopback, tests/s3_server.py).
+
+Only the standard AWS environment names the server and its credentials. Covered: cache to the
+bucket SIGKILLed and rerun, validate and inspect there, rows equal to a local run; `--workers 2`
+writing straight to the bucket; train and eval reading from it; bad credentials and a missing bucket;
+a network failure in the middle of a row's write; the failure ledger and creation marker there.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import store_factory as sf
+from cache_helpers import FEATURE_ARRAYS, assert_same_features, cache_args, copy_tree, run_cli
+from s3_server import SECRET_KEY, TcpCutter
+from typer.testing import CliRunner
+
+from tjepa.cache_schema import creation
+from tjepa.cache_schema.ledger import Ledger
+from tjepa.cache_schema.storage import locate
+from tjepa.cache_schema.store import DONE, PENDING, FeatureStore
+from tjepa.cache_schema.testing import make_store, random_row
+from tjepa.cli import app
+from tjepa.errors import TjepaError
+
+BUCKET = "tjepa-it"
+
+
+@pytest.fixture(scope="module")
+def aws(s3_server):
+    """This process and its children see only the AWS environment of the test server."""
+    s3_server.make_bucket(BUCKET)
+    mp_ = pytest.MonkeyPatch()
+    for key, value in s3_server.env().items():
+        if key.startswith("AWS_"):
+            mp_.setenv(key, value)
+    mp_.setenv("HF_HUB_OFFLINE", "1")
+    yield s3_server
+    mp_.undo()
+
+
+@pytest.fixture(scope="module")
+def videos(synth_root, tmp_path_factory):
+    return copy_tree(synth_root, tmp_path_factory.mktemp("s3videos") / "v", n=3)
+
+
+def _cache(videos, out, models, *extra: str) -> str:
+    """`tjepa cache` in this process (one row per shard, so a kill lands between rows)."""
+    res = CliRunner().invoke(app, [*cache_args(videos, out, models, "--rows-per-shard", "1"), *extra])
+    assert res.exit_code == 0, (res.output, res.exception)
+    return res.output
+
+
+@pytest.fixture(scope="module")
+def local_store(aws, videos, tiny_models, tmp_path_factory):
+    out = tmp_path_factory.mktemp("s3local") / "store.zarr"
+    _cache(videos, out, tiny_models)
+    return out
+
+
+def _status(url: str) -> np.ndarray:
+    try:
+        return FeatureStore.open(url).status()
+    except TjepaError:  # not created yet
+        return np.zeros(0, np.uint8)
+
+
+def _secret_free(url: str, *outputs: str) -> None:
+    loc = locate(url)
+    metas = loc.get_many([k for k in loc.keys() if k.endswith(".json")])
+    assert metas and not any(SECRET_KEY.encode() in blob for blob in metas.values())
+    assert not any(SECRET_KEY in text for text in outputs)
+
+
+def test_cache_killed_rerun_validate_on_the_bucket_equals_local(aws, videos, tiny_models, local_store):
+    url = f"s3://{BUCKET}/killed.zarr"
+    args = [sys.executable, "-m", "tjepa", *cache_args(videos, url, tiny_models, "--rows-per-shard", "1")]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 240
+    while proc.poll() is None and time.monotonic() < deadline and not (_status(url) == DONE).any():
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)
+    first = proc.communicate()[0]
+    assert proc.returncode == -signal.SIGKILL, first
+    killed_at = _status(url)
+    assert 0 < int((killed_at == DONE).sum()) < 3, killed_at  # killed mid-job
+    rerun = _cache(videos, url, tiny_models)
+    assert "already done (skipped)" in rerun
+    assert (_status(url) == DONE).all() and len(_status(url)) == 3
+    assert_same_features(local_store, url, FEATURE_ARRAYS + ("targets/joints_future", "index/status"))
+    checked = CliRunner().invoke(app, ["validate", url])
+    assert checked.exit_code == 0 and "valid" in checked.output, checked.output
+    summary = CliRunner().invoke(app, ["inspect", url, "--json"])
+    assert summary.exit_code == 0, summary.output
+    info = json.loads(summary.output)
+    assert info["done"] == 3 and info["path"] == url and info["bytes"] > 0
+    _secret_free(url, first, rerun, checked.output, summary.output)
+
+
+def test_dask_workers_write_straight_to_the_bucket(aws, videos, tiny_models, local_store):
+    url = f"s3://{BUCKET}/workers.zarr"
+    _cache(videos, url, tiny_models, "--workers", "2")
+    assert_same_features(local_store, url)
+
+
+def test_train_and_eval_read_from_the_bucket(aws, tmp_path, one_thread):
+    import s3fs
+
+    cfg = sf.FactoryConfig(n=12, groups=6, n_past=8, n_future=8)
+    local = sf.write_store(tmp_path / "s.zarr", cfg)
+    url = f"s3://{BUCKET}/train.zarr"
+    s3fs.S3FileSystem(skip_instance_cache=True).put(str(local), url.removeprefix("s3://"), recursive=True)
+    metrics = {}
+    for name, store in (("local", str(local)), ("bucket", url)):
+        run = tmp_path / f"run-{name}"
+        res = CliRunner().invoke(app, ["train", "--cache", store, "--out", str(run), "--preset", "tiny",
+                                       "--epochs", "1", "--batch-size", "4", "--device", "cpu", "--no-progress"])
+        assert res.exit_code == 0, res.output
+        res = CliRunner().invoke(app, ["eval", "--run", str(run), "--cache", store, "--device", "cpu",
+                                       "--no-progress", "--figures", "1"])
+        assert res.exit_code == 0, res.output
+        metrics[name] = json.loads((run / "eval" / "metrics.json").read_text())
+        assert json.loads((run / "config.json").read_text())["store"]["path"] == store
+    for key in ("ade", "fde", "acc", "n", "per_step", "latent", "baselines"):
+        assert metrics["bucket"][key] == metrics["local"][key], key
+
+
+def test_bad_credentials_and_a_missing_bucket_are_clear_errors(aws, tmp_path):
+    env = dict(os.environ, AWS_SECRET_ACCESS_KEY="not-the-secret", HF_HUB_OFFLINE="1")
+    res = subprocess.run([sys.executable, "-m", "tjepa", "inspect", f"s3://{BUCKET}/x.zarr"], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and "access denied" in res.stderr and "AWS_SECRET_ACCESS_KEY" in res.stderr, res.stderr
+    assert "Traceback" not in res.stderr and "not-the-secret" not in res.stderr + res.stdout
+    res = run_cli(["validate", "s3://no-such-bucket/x.zarr"])
+    assert res.returncode == 2 and "bucket 'no-such-bucket' does not exist" in res.stderr, res.stdout + res.stderr
+    res = run_cli(["cache", "--videos", str(tmp_path), "--out", "s3://no-such-bucket/x.zarr"])
+    assert res.returncode == 2 and "bucket 'no-such-bucket' does not exist" in res.stderr, res.stderr
+    res = run_cli(["inspect", f"s3://{BUCKET}/nothing.zarr"])
+    assert res.returncode == 2 and "no store there" in res.stderr, res.stderr
+
+
+def test_a_network_failure_mid_row_leaves_the_row_pending(aws):
+    url = f"s3://{BUCKET}/cut.zarr"
+    make_store(url, n=4, done=2)
+    cutter = TcpCutter(int(aws.endpoint.rsplit(":", 1)[1]), cut_after_puts=3)
+    try:
+        # the same store through a connection that dies after three of the row's object writes
+        flaky = locate(url, {"endpoint_url": cutter.endpoint, "skip_instance_cache": True,
+                             "config_kwargs": {"retries": {"max_attempts": 1}}})
+        writer = FeatureStore.open(flaky, "r+")
+        row = random_row(writer.layout, np.random.default_rng(0))
+        with pytest.raises(Exception):  # noqa: B017 (whatever the client raises; the store is what matters)
+            writer.write_row(2, row)
+    finally:
+        cutter.close()
+    assert cutter.puts > 3  # the failure came in the middle of the row, after some of its data
+    after = FeatureStore.open(url)
+    assert after.status()[2] == PENDING and after.status()[:2].tolist() == [DONE, DONE]
+    FeatureStore.open(url, "r+").write_row(2, row)  # the rerun's write
+    assert FeatureStore.open(url).status()[2] == DONE
+
+
+def _record(url: str, host: str) -> None:
+    os.environ["TJEPA_HOST"] = host
+    book = Ledger.of_store(url)
+    for i in range(5):
+        book.record(f"{host}/v{i}.mp4", "boom", row=i)
+
+
+def test_ledger_and_creation_marker_on_the_bucket(aws):
+    url = f"s3://{BUCKET}/ledger.zarr"
+    ctx = mp.get_context("fork")
+    procs = [ctx.Process(target=_record, args=(url, f"node-{h}")) for h in "ab"]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    records = Ledger.of_store(url).read()
+    assert sorted((f.host, f.video) for f in records) == sorted(
+        (f"node-{h}", f"node-{h}/v{i}.mp4") for h in "ab" for i in range(5))
+    # a creation in progress on another host is respected; an abandoned one is cleared
+    loc = locate(f"s3://{BUCKET}/half.zarr")
+    marker = {"host": "node-z", "pid": 1, "started": time.time(), "token": "t"}
+    loc.put(creation.MARKER, json.dumps(marker).encode())
+    loc.put("vjepa/past/zarr.json", b"{}")
+    with pytest.raises(TjepaError, match="being created by host node-z pid 1"):
+        creation.begin(loc, committed=False)
+    loc.put(creation.MARKER, json.dumps({**marker, "started": time.time() - creation.LEASE_S - 1}).encode())
+    token = creation.begin(loc, committed=False)
+    assert loc.keys() == [creation.MARKER] and json.loads(loc.get(creation.MARKER))["token"] == token
