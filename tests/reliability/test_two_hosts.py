@@ -29,7 +29,7 @@ from reliability_tools import (
 
 pytestmark = pytest.mark.reliability
 
-TRIALS = 3
+TRIALS = 2
 SEED = 4242
 HOSTS = ("node-a", "node-b")
 
