@@ -187,6 +187,8 @@ class CacheDataset(torch.utils.data.Dataset):
     def __getitems__(self, idx: Sequence[int]) -> list[dict[str, torch.Tensor]]:
         """What DataLoader calls for a whole batch (torch >= 2.1): the rows are read together."""
         idx = list(idx)
+        if type(self).__getitem__ is not CacheDataset.__getitem__:  # a subclass reshapes its items
+            return [self[i] for i in idx]
         raws = [self._read_row(i) for i in idx] if self._mem is not None or not idx else self._read_rows(idx)
         return [self._to_item(raw, self.rows[i]) for raw, i in zip(raws, idx, strict=True)]
 
