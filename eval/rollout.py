@@ -33,6 +33,7 @@ from tjepa.eval.run_loading import LoadedRun
 from tjepa.metrics import DEFAULT_HORIZONS, DEFAULT_THRESHOLD
 from tjepa.train import rollout as _rollout
 from tjepa.train.checkpoint import load_run_model
+from tjepa.train.conditioning import needs_tokens
 from tjepa.train.model import ThinkJEPA
 from tjepa.train.splits import read_splits
 from tjepa.train.windows import SequenceDataset
@@ -120,7 +121,7 @@ def evaluate_rollout(run: LoadedRun, rows: tuple[int, ...], cfg: RolloutConfig, 
     model, info = load_rollout_model(run)
     obs, fut = model.cfg.n_past // model.cfg.tubelet, model.cfg.n_future // model.cfg.tubelet
     steps = _rollout.resolve_steps(run.index.layout.to_dict(), obs, fut, cfg.steps)
-    ds = SequenceDataset(run.store, rows, run.levels, model.cfg.conditioning == "crossattn")
+    ds = SequenceDataset(run.store, rows, run.levels, needs_tokens(model.cfg.conditioning))
     loader = DataLoader(ds, batch_size=batch_size, shuffle=False)
     traj, stab, kept = score_rollout(model, loader, cfg, steps, run.device, keep=keep)
     info.update(steps=steps, camera=cfg.camera, camera_note=CAMERA_NOTE[cfg.camera], frames=steps * model.cfg.n_future,

@@ -21,6 +21,7 @@ import torch
 from tjepa.devices import resolve_device
 from tjepa.errors import ConfigMismatchError, InputError, TjepaError
 from tjepa.train.checkpoint import load_run_model
+from tjepa.train.conditioning import needs_tokens
 from tjepa.train.config import ModelConfig
 from tjepa.train.data import CacheDataset, StoreIndex, read_index
 from tjepa.train.model import ThinkJEPA
@@ -81,7 +82,7 @@ class LoadedRun:
 
     @property
     def with_tokens(self) -> bool:
-        return self.model_cfg.conditioning == "crossattn"
+        return needs_tokens(self.model_cfg.conditioning)
 
     def split_rows(self, split: str) -> tuple[int, ...]:
         """Store rows of `split`; TjepaError when it has none (nothing to evaluate)."""

@@ -20,7 +20,6 @@ from tjepa.errors import ConfigError, StoreFormatError
 VARIANTS = ("thinkjepa", "jepa", "vlm")
 STREAMS = ("prompt", "think", "both")
 LEVEL_MODES = ("all", "last", "mid")
-CONDITIONINGS = ("film", "adaln", "crossattn")
 ATTENTIONS = ("auto", "sdpa_per_frame", "flex", "dense")
 STEP_POOLS = ("future", "pairs")
 ANCHORS = ("none", "last_observed")
@@ -73,7 +72,7 @@ class ModelConfig(ConfigMixin):
     variant: str = "thinkjepa"  # thinkjepa | jepa (no guidance) | vlm (visual inputs zeroed)
     stream: str = "both"  # prompt | think | both: the unused stream contributes zeros
     level_mode: str = "all"  # all: pyramid l(i); last / mid: every layer reads that one level
-    conditioning: str = "film"  # film | adaln | crossattn (crossattn needs cached tokens)
+    conditioning: str = "film"  # a registered mode (train/conditioning.py): film | adaln | crossattn (needs tokens)
     attention: str = "auto"  # auto | sdpa_per_frame | flex | dense (dense: reference, tests only)
     attn_frames_per_call: int = 1  # sdpa_per_frame: query frames per SDPA call (1 = mask-free)
     # --- release parity (train/release_head.py, train/rope_flat.py; README "ours vs release") ---
@@ -90,7 +89,6 @@ class ModelConfig(ConfigMixin):
             ("variant", VARIANTS),
             ("stream", STREAMS),
             ("level_mode", LEVEL_MODES),
-            ("conditioning", CONDITIONINGS),
             ("attention", ATTENTIONS),
             ("step_pool", STEP_POOLS),
             ("anchor", ANCHORS),
@@ -101,6 +99,14 @@ class ModelConfig(ConfigMixin):
         ):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"ModelConfig.{name}={getattr(self, name)!r}; choose one of {allowed}")
+        # Modes live in a registry (train/conditioning.py): imported here, not at the top, so reading a
+        # config does not pull in the model code.
+        from tjepa.train import conditioning
+
+        try:
+            conditioning.get(self.conditioning, self.cond_style)
+        except ValueError as err:
+            raise ValueError(f"ModelConfig.conditioning: {err}") from None
         if self.width % self.heads:
             raise ValueError(f"width {self.width} is not divisible by heads {self.heads}")
         if self.rope == "thw" and (self.width // self.heads) // 3 < 2:

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from tjepa.errors import ConfigMismatchError
+from tjepa.train import conditioning
 from tjepa.train.config import ModelConfig
 
 
@@ -55,16 +56,16 @@ class PyramidGuidance(nn.Module):
         self.w_new = nn.Linear(cfg.vlm_width, g, bias=False)  # thinking stream
         self.layer_levels = level_map(cfg.depth, cfg.levels, cfg.level_mode)
         self.gate = nn.Parameter(torch.zeros(cfg.depth))  # a_i; tanh(0) = 0: training starts unguided
-        release = cfg.cond_style == "release"
+        self.mode = conditioning.get(cfg.conditioning, cfg.cond_style)
         self.type_embed = None
-        if cfg.conditioning == "crossattn":
-            if not release:  # tells the two streams apart (the release concatenates them as they are)
+        if self.mode.tokens:
+            if self.mode.type_embed:  # tells the two streams apart (the release concatenates them as they are)
                 self.type_embed = nn.Parameter(torch.zeros(2, g))
                 nn.init.trunc_normal_(self.type_embed, std=0.02)
             self.film = None
         else:
             # FiLM of the stream: 2 x width; our AdaLN modulates both block norms: 4 x width.
-            k = 2 if cfg.conditioning == "film" or release else 4
+            k = self.mode.mod_chunks
             # The last layer is NOT zero-initialised: with a zero gate too, neither would get a gradient.
             self.film = nn.ModuleList(
                 nn.Sequential(
@@ -126,7 +127,7 @@ class PyramidGuidance(nn.Module):
                if k.startswith(("prompt_", "think_"))}
         device = self.gate.device.type
         with torch.autocast(device_type=device, enabled=False):
-            if self.cfg.conditioning == "crossattn":
+            if self.mode.tokens:
                 return self._cross(vlm)
             return self._film(vlm)
 
@@ -149,7 +150,7 @@ class PyramidGuidance(nn.Module):
             for key in (f"{s}_tokens", f"{s}_len"):
                 if key not in batch:
                     raise ConfigMismatchError(
-                        f"conditioning='crossattn' needs batch['{key}'], which this cache lacks: it stores "
+                        f"conditioning={self.cfg.conditioning!r} needs batch['{key}'], which this cache lacks: it stores "
                         f"only pooled means. Re-cache with `tjepa cache --keep-tokens`, or use film/adaln."
                     )
         per_level: dict[int, tuple[Tensor, Tensor]] = {}

@@ -182,6 +182,7 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, store: str | Path, run_dir: str | Path, *, resume: bool = True,
                  progress: bool = True, model_overrides: dict[str, Any] | None = None,
                  window: WindowSpec | None = None, splits_from: str | Path | None = None):
+        from tjepa.train.conditioning import needs_tokens
         from tjepa.train.config import ModelConfig
         from tjepa.train.config import model_overrides as model_overrides_of
         from tjepa.train.config import preset as preset_config
@@ -195,7 +196,7 @@ class Trainer:
         index = read_index(store)
         overrides = model_overrides_of(model_overrides)
         conditioning = overrides.get("conditioning", preset_config(cfg.preset).conditioning)
-        with_tokens = conditioning == "crossattn"
+        with_tokens = needs_tokens(conditioning)
         probe = CacheDataset(store, rows=[], levels=cfg.levels, with_tokens=with_tokens)
         try:
             self.model_cfg = ModelConfig.from_store_layout(probe.model_layout(), cfg.preset, **overrides)

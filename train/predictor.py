@@ -6,6 +6,7 @@ flattened patch). Attention is frame-causal. Before every block the guidance con
 (FiLM), the block's norms (AdaLN), or adds a gated cross-attention to the VLM tokens of the block's
 level. `cond_style="release"` swaps in the release's operators: AdaLN = LayerNorm of the stream, then
 the same FiLM, before each block; cross-attention = a gated MHA before each block, not inside it.
+Each mode is a registered class in train/conditioning.py; this module only calls its hooks.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from tjepa.train.attention import CrossAttention, FrameCausalSelfAttention, PreBlockCrossAttention
+from tjepa.train import conditioning
+from tjepa.train.attention import FrameCausalSelfAttention
+from tjepa.train.conditioning import PLAIN, Conditioning
 from tjepa.train.config import ModelConfig
 from tjepa.train.guidance import Guidance
 from tjepa.train.rope import Rope3D, apply_rope, token_positions
@@ -50,44 +53,30 @@ class Mlp(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, cfg: ModelConfig, drop_path: float, conditioning: str | None,
+    def __init__(self, cfg: ModelConfig, drop_path: float, cond: Conditioning | None,
                  rotate: Callable[[Tensor, Tensor, Tensor], Tensor] = apply_rope):
         super().__init__()
-        self.conditioning = conditioning
+        self.cond = cond or PLAIN  # the mode's hooks; the plain base mode leaves everything as it is
+        self.conditioning = cond.name if cond else None
         w = cfg.width
-        # AdaLN: the affine parameters of both norms come from the guidance instead.
-        affine = conditioning != "adaln"
+        affine = self.cond.norm_affine  # False: the mode supplies the norms' affine parameters
         self.norm1 = nn.LayerNorm(w, eps=cfg.ln_eps, elementwise_affine=affine)
         self.attn = FrameCausalSelfAttention(w, cfg.heads, cfg.qkv_bias, cfg.dropout, cfg.attention,
                                              cfg.attn_frames_per_call, rotate)
         self.norm2 = nn.LayerNorm(w, eps=cfg.ln_eps, elementwise_affine=affine)
         self.mlp = Mlp(w, int(w * cfg.mlp_ratio), cfg.dropout)
         self.drop_path = DropPath(drop_path)
-        if conditioning == "crossattn":
-            self.norm_cross = nn.LayerNorm(w, eps=cfg.ln_eps)
-            self.cross = CrossAttention(w, cfg.guidance_width, cfg.heads, cfg.qkv_bias, cfg.dropout, cfg.ln_eps)
+        self.cond.build_block(self, cfg)
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor, frame_len: int,
                 mod: Tensor | None = None, ctx: tuple[Tensor, Tensor] | None = None,
                 gate: Tensor | None = None) -> Tensor:
-        """x [B, N, W]; mod [B, k*W] (FiLM/AdaLN, gated); ctx (tokens, mask) + gate (crossattn)."""
-        scale_shift = None
-        if mod is not None:
-            parts = [p[:, None, :] for p in mod.chunk(2 if self.conditioning == "film" else 4, dim=-1)]
-            if self.conditioning == "film":
-                x = x * (1 + parts[0]) + parts[1]
-            else:
-                scale_shift = parts
-        h = self.norm1(x)
-        if scale_shift is not None:
-            h = h * (1 + scale_shift[0]) + scale_shift[1]
-        x = x + self.drop_path(self.attn(h, cos, sin, frame_len))
-        if ctx is not None:
-            x = x + self.drop_path(gate * self.cross(self.norm_cross(x), *ctx))
-        h = self.norm2(x)
-        if scale_shift is not None:
-            h = h * (1 + scale_shift[2]) + scale_shift[3]
-        return x + self.drop_path(self.mlp(h))
+        """x [B, N, W]; mod [B, k*W] (pooled modes, gated); ctx (tokens, mask) + gate (token modes)."""
+        c = self.cond
+        x = c.stream(self, x, mod)
+        x = x + self.drop_path(self.attn(c.norm(self, self.norm1(x), mod, 0), cos, sin, frame_len))
+        x = c.after_attention(self, x, ctx, gate)
+        return x + self.drop_path(self.mlp(c.norm(self, self.norm2(x), mod, 1)))
 
 
 def make_rope(cfg: ModelConfig) -> tuple[nn.Module, Callable[[Tensor, Tensor, Tensor], Tensor]]:
@@ -102,26 +91,18 @@ class GuidedPredictor(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
-        conditioning = cfg.conditioning if cfg.guided else None
-        pre_block = conditioning if cfg.cond_style == "release" and conditioning in ("adaln", "crossattn") else None
-        if pre_block:  # the blocks themselves see a FiLM (adaln) or nothing (crossattn)
-            conditioning = "film" if pre_block == "adaln" else None
+        self.mode = conditioning.get(cfg.conditioning, cfg.cond_style) if cfg.guided else None
+        in_block = self.mode if self.mode is not None and self.mode.in_block else None
         self.embed = nn.Linear(cfg.vjepa_width, cfg.width)
         self.mask_token = nn.Parameter(torch.zeros(cfg.width))
         self.rope, rotate = make_rope(cfg)
         rates = [cfg.drop_path * i / max(cfg.depth - 1, 1) for i in range(cfg.depth)]
-        self.blocks = nn.ModuleList(Block(cfg, r, conditioning, rotate) for r in rates)
+        self.blocks = nn.ModuleList(Block(cfg, r, in_block, rotate) for r in rates)
         self.norm = nn.LayerNorm(cfg.width, eps=cfg.ln_eps)
         self.out = nn.Linear(cfg.width, cfg.vjepa_width)
         self._init_weights()
-        # Built after the init pass, as the release builds them: PyTorch's default init.
-        self.pre_norm = self.pre_cross = None
-        if pre_block == "adaln":
-            self.pre_norm = nn.ModuleList(nn.LayerNorm(cfg.width, eps=cfg.ln_eps) for _ in range(cfg.depth))
-        elif pre_block == "crossattn":
-            self.pre_cross = nn.ModuleList(
-                PreBlockCrossAttention(cfg.width, cfg.guidance_width, cfg.heads, cfg.dropout, cfg.ln_eps)
-                for _ in range(cfg.depth))
+        if self.mode is not None:  # after the init pass, as the release builds its pre-block modules
+            self.mode.build_predictor(self, cfg)
 
     def _init_weights(self) -> None:
         if self.cfg.init == "ours":
@@ -151,17 +132,14 @@ class GuidedPredictor(nn.Module):
         pos = token_positions(n_obs + n_fut, cfg.grid_h, cfg.grid_w, time_offset, device=x.device)
         cos, sin = self.rope.angles(pos)
         for i, blk in enumerate(self.blocks):
-            if guidance is None:
+            if guidance is None or self.mode is None:
                 x = blk(x, cos, sin, p)
-            elif guidance.mod is not None:
-                if self.pre_norm is not None:
-                    x = self.pre_norm[i](x)
-                x = blk(x, cos, sin, p, mod=guidance.mod[i])
-            elif self.pre_cross is not None:
-                x = x + guidance.gate[i] * self.pre_cross[i](x, *guidance.ctx[i])
-                x = blk(x, cos, sin, p)
-            else:
-                x = blk(x, cos, sin, p, ctx=guidance.ctx[i], gate=guidance.gate[i])
+                continue
+            mod = None if guidance.mod is None else guidance.mod[i]
+            ctx = None if guidance.ctx is None else guidance.ctx[i]
+            gate = None if guidance.gate is None else guidance.gate[i]
+            x = self.mode.before_block(self, i, x, mod, ctx, gate)
+            x = blk(x, cos, sin, p, mod=mod, ctx=ctx, gate=gate)
         x = x.view(b, n_obs + n_fut, p, cfg.width)
         if not return_all:
             x = x[:, n_obs:]

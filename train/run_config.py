@@ -233,6 +233,7 @@ def prepare_run_dir(run_dir: str | Path, doc: dict[str, Any], resume: bool = Tru
 def run_split_dataset(run_dir: str | Path, store: str | Path, split: str = "test", preload: bool = False):
     """A CacheDataset of one split of a finished run (for evaluation), with the run's levels and
     token setting. ConfigMismatchError when `store` is not the extraction the run was trained on."""
+    from tjepa.train.conditioning import needs_tokens
     from tjepa.train.data import CacheDataset, read_index
     from tjepa.train.splits import read_splits
 
@@ -248,4 +249,4 @@ def run_split_dataset(run_dir: str | Path, store: str | Path, split: str = "test
                                   f"{doc['store']['path']})")
     rows = read_splits(paths.root, index.videos, index.done).rows(split)
     return CacheDataset(store, rows, levels=tuple(doc["levels"]),
-                        with_tokens=doc["model"]["conditioning"] == "crossattn", preload=preload)
+                        with_tokens=needs_tokens(doc["model"]["conditioning"]), preload=preload)

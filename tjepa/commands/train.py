@@ -41,12 +41,6 @@ class LevelMode(str, Enum):
     mid = "mid"
 
 
-class Conditioning(str, Enum):
-    film = "film"
-    adaln = "adaln"
-    crossattn = "crossattn"
-
-
 def _levels(text: str | None) -> list[int] | None:
     if text is None or text.strip().lower() in ("", "all"):
         return None
@@ -84,7 +78,7 @@ def train(
     levels: Annotated[str | None, typer.Option(help="Captured decoder layers to use, e.g. 0,4,8 (default all).")] = None,
     stream: Annotated[Stream | None, typer.Option(help="VLM token streams used as guidance (default both).")] = None,
     level_mode: Annotated[LevelMode | None, typer.Option("--level-mode", help="Pyramid (all, default) or one level for every layer.")] = None,
-    conditioning: Annotated[Conditioning | None, typer.Option(help="film (default), adaln, or crossattn (needs cached tokens).")] = None,
+    conditioning: Annotated[str | None, typer.Option(help="A registered mode (train/conditioning.py): film (default), adaln, crossattn (needs cached tokens).")] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="Use at most this many train and val videos each.")] = None,
     preload: Annotated[bool | None, typer.Option("--preload/--no-preload", help="Read the needed arrays into memory first.")] = None,
     num_workers: Annotated[int | None, typer.Option("--num-workers", min=0, help="DataLoader worker processes (default 0).")] = None,
