@@ -4,8 +4,13 @@ Many writers (processes, dask workers, hosts) record failures at once. Appending
 is only safe where O_APPEND is atomic, which NFS does not promise and object stores do not offer at
 all; so each record is its own object, written in one atomic put, under a name no other writer can
 produce (UTC time, host, pid, a random suffix). Nothing is ever rewritten, so concurrent writers
-cannot lose each other's records and a crash leaves no torn line. Stores of older versions kept
-`STORE/failures.jsonl`; it is still read.
+cannot lose each other's records and a crash leaves no torn line.
+
+`STORE/failures.jsonl` is a merged, human- and script-readable copy of the records (one JSON line per
+failure, oldest first, each naming its record in `source`), rewritten whole by the coordinator at the
+end of every `tjepa cache` run (`export`): one writer, one atomic put. The records stay the truth;
+lines with a `source` are never read back as extra failures. A `failures.jsonl` without `source`
+lines (older stores, or a ledger file of its own) is still read.
 """
 
 from __future__ import annotations
@@ -71,7 +76,7 @@ class Ledger:
     def read(self) -> list[Failure]:
         """All records, oldest first (legacy jsonl lines first). An unreadable record is skipped with a warning."""
         out = self._read_legacy()
-        keys = [k for k in self.root.keys(self.prefix) if k.endswith(".json") and "/." not in f"/{k}"]
+        keys = self._record_keys()
         blobs = self.root.get_many(keys)
         for key in keys:
             if key not in blobs:
@@ -80,6 +85,27 @@ class Ledger:
             if parsed is not None:
                 out.append(parsed)
         return out
+
+    def export(self) -> int:
+        """Rewrite `failures.jsonl` beside the records as the merged ledger; returns the line count.
+
+        Only the coordinator calls it (after every worker is done), so there is one writer. Lines of an
+        older `failures.jsonl` are kept as they were."""
+        if self.prefix != LEDGER_DIR:
+            raise ValueError(f"{self.path}: only a store's own ledger has a failures.jsonl export")
+        entries = [(f.time, f.__dict__) for f in self._read_legacy()]
+        for key in self._record_keys():
+            blob = self.root.get(key)
+            failure = None if blob is None else self._parse(blob, self.root / key)
+            if failure is not None:
+                entries.append((failure.time, {**failure.__dict__, "source": key}))
+        if entries:
+            text = "".join(json.dumps(d, ensure_ascii=False) + "\n" for _, d in sorted(entries, key=lambda e: e[0]))
+            self.root.put(LEGACY_FILE, text.encode("utf-8"))
+        return len(entries)
+
+    def _record_keys(self) -> list[str]:
+        return [k for k in self.root.keys(self.prefix) if k.endswith(".json") and "/." not in f"/{k}"]
 
     def _read_legacy(self) -> list[Failure]:
         """A single jsonl file: `failures.jsonl` beside the records, or the ledger itself when it is one."""
@@ -92,7 +118,7 @@ class Ledger:
             return []
         out = []
         for n, line in enumerate(data.decode("utf-8", errors="replace").splitlines(), 1):
-            if line.strip():
+            if line.strip() and '"source"' not in line:  # exported copies of records are not extra failures
                 parsed = self._parse(line.encode("utf-8"), f"{where}:{n}")
                 if parsed is not None:
                     out.append(parsed)

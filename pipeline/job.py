@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tjepa.cache_schema.ledger import LEDGER_DIR
 from tjepa.pipeline.encoders.vllm_generator import VllmConfig
 from tjepa.pipeline.episode_io import SamplingConfig, source_signature
 from tjepa.pipeline.sources import Episode, discover
@@ -187,6 +188,8 @@ def run(job: CacheJob, on_row=None, on_plan=None) -> JobSummary:
     else:
         results = run_in_process(units, opts, on_row)
     store.record_workers(store.run_id, [r.environment for r in results if r.environment])
+    if store.ledger.prefix == LEDGER_DIR:  # the store's own ledger (not a --ledger of the user's)
+        store.ledger.export()
     return summarize(job, results, n_todo, already_done, time.perf_counter() - t0)
 
 

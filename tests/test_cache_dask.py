@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -77,3 +78,5 @@ def test_a_corrupt_video_on_one_worker_does_not_affect_the_others(tmp_path, synt
     assert set(status.values()) == {1} and len(status) == 4
     ledger = [f.__dict__ for f in Ledger.of_store(out).read()]
     assert [e["video"] for e in ledger] == [f"{task.name}/broken.mp4"]
+    exported = [json.loads(line) for line in (out / "failures.jsonl").read_text().splitlines()]
+    assert [(e["video"], e["reason"]) for e in exported] == [(e["video"], e["reason"]) for e in ledger]

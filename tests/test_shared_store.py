@@ -121,3 +121,18 @@ def test_a_directory_that_is_not_a_store_is_never_cleared(tmp_path):
     with pytest.raises(TjepaError, match="not a tjepa store"):
         _create(other)
     assert (other / "notes.txt").read_text() == "mine"
+
+
+def test_failures_jsonl_is_the_merged_export_and_is_not_read_twice(tmp_path):
+    store = make_store(tmp_path / "s.zarr", n=3)
+    legacy = {"time": "2026-01-01T00:00:00.000+00:00", "video": "g0/v0.mp4", "row": 0, "reason": "old"}
+    (store.path / "failures.jsonl").write_text(json.dumps(legacy) + "\n")
+    store.ledger.record("g0/v1.mp4", "bad one", row=1)
+    store.ledger.record("g0/v2.mp4", "bad two", row=2)
+    assert store.ledger.export() == 3
+    assert store.ledger.export() == 3  # rewriting it is idempotent: exported lines are not re-read
+    lines = [json.loads(line) for line in (store.path / "failures.jsonl").read_text().splitlines()]
+    assert [(d["video"], d["reason"]) for d in lines] == [("g0/v0.mp4", "old"), ("g0/v1.mp4", "bad one"),
+                                                         ("g0/v2.mp4", "bad two")]
+    assert "source" not in lines[0] and all(d["source"].startswith("failures/") for d in lines[1:])
+    assert [f.video for f in store.ledger.read()] == ["g0/v0.mp4", "g0/v1.mp4", "g0/v2.mp4"]
