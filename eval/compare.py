@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from tjepa.errors import InputError
-from tjepa.eval.report import METRICS_FILE, fmt, md_table, read_metrics_json, to_jsonable
+from tjepa.eval.egodex_protocol import HORIZONS_S, PAPER_TABLE3, horizon_key
+from tjepa.eval.egodex_protocol import PAPER_NOTE as EGODEX_PAPER_NOTE
+from tjepa.eval.report import METRICS_FILE, fmt, md_table, portable_path, read_metrics_json, to_jsonable
 
 # docs/method.md §9 (paper Table 1 and Table 7). Real EgoDex, their validation split, an earlier leaky
 # version of their code: the shape of the result, not a bar to compare synthetic runs against.
@@ -91,7 +93,7 @@ def comparison_rows(entries: Sequence[Entry]) -> list[dict[str, Any]]:
         rows.append({"kind": "model", "name": e.name, "split": m["split"], "n": m["n"],
                      "ade": _num(m["ade"]), "fde": _num(m["fde"]), "acc": _num(m["acc"]),
                      "latent_l2": _num((m.get("latent") or {}).get("l2")), "threshold": m.get("threshold"),
-                     "source": str(e.path)})
+                     "egodex": _egodex_cells(m.get("egodex")), "source": portable_path(e.path)})
         group = (m["split"], meta.get("fingerprint"), m["n"])
         for bname, b in (m.get("baselines") or {}).items():
             key = (bname, *group)
@@ -102,7 +104,8 @@ def comparison_rows(entries: Sequence[Entry]) -> list[dict[str, Any]]:
             rows.append({"kind": "baseline", "name": bname, "split": m["split"], "n": b.get("n", m["n"]),
                          "ade": _num(b.get("ade")), "fde": _num(b.get("fde")), "acc": _num(b.get("acc")),
                          "latent_l2": float("nan"), "threshold": b.get("threshold", m.get("threshold")),
-                         "source": str(e.path), "_group": group})
+                         "egodex": _egodex_cells(((m.get("egodex") or {}).get("baselines") or {}).get(bname)),
+                         "source": portable_path(e.path), "_group": group})
     # the same baseline on different data: say which data in its name
     by_name: dict[str, set] = {}
     for r in rows:
@@ -115,6 +118,48 @@ def comparison_rows(entries: Sequence[Entry]) -> list[dict[str, Any]]:
             r["name"] = f"{r['name']} [{split}" + (f", {str(fp)[:8]}" if fp else "") + f", n={n}]"
     rows.sort(key=lambda r: (math.isnan(r["ade"]), r["ade"]))
     return rows
+
+
+def _egodex_cells(block: dict[str, Any] | None) -> dict[str, dict[str, float]] | None:
+    """{"1s": {ade, fde, n}, ...} of an egodex section (or of one of its baselines); None if absent."""
+    if not block:
+        return None
+    keys = [horizon_key(h) for h in HORIZONS_S]
+    counts = block.get("counts") or {}
+    return {k: {"ade": _num((block.get(k) or {}).get("ade")), "fde": _num((block.get(k) or {}).get("fde")),
+                "n": counts.get(k, (block.get(k) or {}).get("n"))} for k in keys}
+
+
+_EGODEX_HEADER = ["kind", "name", *[f"avg {horizon_key(h)}" for h in HORIZONS_S],
+                  *[f"final {horizon_key(h)}" for h in HORIZONS_S], "samples (1/2/3 s)"]
+
+
+def _egodex_row_cells(r: dict[str, Any]) -> list[str]:
+    eg = r["egodex"]
+    keys = [horizon_key(h) for h in HORIZONS_S]
+    return [r["kind"], r["name"], *[fmt(eg[k]["ade"]) for k in keys], *[fmt(eg[k]["fde"]) for k in keys],
+            "/".join(fmt(eg[k]["n"]) for k in keys)]
+
+
+def _egodex_paper_cells() -> list[str]:
+    keys = [horizon_key(h) for h in HORIZONS_S]
+    return ["paper", "EgoDex Dec + BC (Table 3)", *[fmt(PAPER_TABLE3[k]["ade"], 3) for k in keys],
+            *[fmt(PAPER_TABLE3[k]["fde"], 3) for k in keys], "–"]
+
+
+def egodex_markdown(rows: Sequence[dict[str, Any]], paper: bool = False) -> str:
+    """The EgoDex-protocol table (rows that have one), with EgoDex's Table 3 beside it on `paper`."""
+    have = [r for r in rows if r.get("egodex")]
+    if not have and not paper:
+        return ""
+    body = [_egodex_row_cells(r) for r in have] + ([_egodex_paper_cells()] if paper else [])
+    parts = ["## EgoDex protocol", "",
+             "12 keypoints (wrists + fingertips), camera frame of the last observed frame, metres; average and "
+             "final distance at 1 / 2 / 3 s (K = 1); samples = test videos whose forecast reaches the horizon.", "",
+             md_table(_EGODEX_HEADER, body)]
+    if paper:
+        parts += ["", f"> {EGODEX_PAPER_NOTE}"]
+    return "\n".join(parts)
 
 
 def _cells(r: dict[str, Any]) -> list[str]:
@@ -144,6 +189,9 @@ def to_markdown(rows: Sequence[dict[str, Any]], paper: bool = False) -> str:
              md_table(_HEADER, [_cells(r) for r in rows])]
     if thr - {0.05}:
         parts += ["", f"**Acc thresholds differ from 5 cm in some rows:** {sorted(thr)} m"]
+    egodex = egodex_markdown(rows, paper)
+    if egodex:
+        parts += ["", egodex]
     parts += ["", "Sources:", ""] + [f"- {r['name']}: `{r['source']}`" for r in rows if r["kind"] == "model"]
     if paper:
         parts += ["", paper_markdown()]
@@ -152,12 +200,13 @@ def to_markdown(rows: Sequence[dict[str, Any]], paper: bool = False) -> str:
 
 def to_json(rows: Sequence[dict[str, Any]], paper: bool = False) -> str:
     # `by_name` keeps `dvc metrics show/diff` readable (DVC flattens dicts, not lists)
-    doc: dict[str, Any] = {"rows": [{k: r[k] for k in (*COLUMNS, "source")} for r in rows],
+    doc: dict[str, Any] = {"rows": [{k: r.get(k) for k in (*COLUMNS, "egodex", "source")} for r in rows],
                            "by_name": {r["name"]: {k: r[k] for k in ("kind", "split", "n", "ade", "fde", "acc")}
                                        for r in rows}}
     if paper:
         doc["paper_reference"] = {"note": PAPER_NOTE, "results": list(PAPER_RESULTS),
-                                  "rollout_ade": PAPER_ROLLOUT_ADE}
+                                  "rollout_ade": PAPER_ROLLOUT_ADE,
+                                  "egodex_table3": {"note": EGODEX_PAPER_NOTE, "results": PAPER_TABLE3}}
     return json.dumps(to_jsonable(doc), indent=2, allow_nan=False) + "\n"
 
 
@@ -172,6 +221,17 @@ def rich_tables(rows: Sequence[dict[str, Any]], paper: bool = False) -> list[Any
     for r in rows:
         t.add_row(*_cells(r), style="dim" if r["kind"] == "baseline" else None)
     out: list[Any] = [t]
+    have = [r for r in rows if r.get("egodex")]
+    if have or paper:
+        e = Table(title="EgoDex protocol: 12 keypoints, camera frame, metres (K = 1)",
+                  caption=EGODEX_PAPER_NOTE if paper else None)
+        for h in _EGODEX_HEADER:
+            e.add_column(h, justify="left" if h in ("kind", "name") else "right", overflow="fold")
+        for r in have:
+            e.add_row(*_egodex_row_cells(r), style="dim" if r["kind"] == "baseline" else None)
+        if paper:
+            e.add_row(*_egodex_paper_cells(), style="italic")
+        out.append(e)
     if paper:
         p = Table(title="Published numbers on real EgoDex (NOT comparable)", caption=PAPER_NOTE)
         for h in ("model (paper)", "ADE (m)", "FDE (m)", "Acc@5cm"):

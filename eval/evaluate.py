@@ -4,8 +4,9 @@ Loads RUN (config, weights-only checkpoint, splits.json), refuses a store with a
 or an empty split, runs the model over the split (test by default: rows training never read), and
 feeds the meters of `tjepa.metrics` (ADE / FDE / Acc@5cm in world metres, per-step curve, horizons;
 latent L2 / SmoothL1 / cosine against the cached future latents) and the training-free baselines of
-`eval.baselines` on the same rows. Optionally runs the rollout protocol (`eval.rollout`). Writes
-DIR/metrics.json, DIR/report.md (`eval.report`), DIR/predictions.npz (the model's world-frame joint
+`eval.baselines` on the same rows. Scores EgoDex's own protocol too (`eval.egodex_protocol`). Optionally runs the rollout
+protocol (`eval.rollout`). Writes DIR/metrics.json, DIR/summary.json (the compact figures for DVC),
+DIR/report.md (`eval.report`), DIR/predictions.npz (the model's world-frame joint
 forecasts with their targets, for re-scoring) and PNG figures in DIR/figures/.
 """
 
@@ -26,8 +27,15 @@ from torch.utils.data import DataLoader
 from tjepa.cache_schema.layout import PATHS
 from tjepa.cache_schema.reader import StoreReader
 from tjepa.eval import plots
-from tjepa.eval.baselines import BaselineScorer
-from tjepa.eval.report import assemble_metrics, render_report, write_metrics_json
+from tjepa.eval.baselines import BASELINES, BaselineScorer
+from tjepa.eval.egodex_protocol import EgoDexMeter
+from tjepa.eval.report import (
+    assemble_metrics,
+    portable_path,
+    render_report,
+    write_metrics_json,
+    write_summary_json,
+)
 from tjepa.eval.rollout import RolloutConfig, evaluate_rollout
 from tjepa.eval.run_loading import LoadedRun, load_run, resolve_device
 from tjepa.metrics import DEFAULT_HORIZONS, DEFAULT_THRESHOLD, LatentMeter, TrajectoryMeter
@@ -60,8 +68,35 @@ def _index_arrays(store: str, rows: tuple[int, ...]) -> dict[str, dict[int, np.n
     reader = StoreReader(store)
     idx = np.asarray(sorted(rows), np.int64)
     out = {}
-    for field in ("past_idx", "future_idx", "width", "height", "intrinsics"):
+    for field in ("past_idx", "future_idx", "fps", "width", "height", "intrinsics"):
         out[field] = {int(r): v for r, v in zip(idx, reader.read(field, idx), strict=True)}
+    return out
+
+
+def _update_egodex(meters: dict[str, EgoDexMeter], name: str, pred: torch.Tensor, batch: dict[str, Any],
+                   index: dict[str, dict[int, np.ndarray]], rows: list[int]) -> None:
+    """Feed the EgoDex-protocol meters of the model and of each baseline (on the same rows)."""
+    past_idx = np.stack([index["past_idx"][i] for i in rows])
+    future_idx = np.stack([index["future_idx"][i] for i in rows])
+    fps = np.asarray([index["fps"][i] for i in rows], np.float64)
+    jp, vp = batch["joints_past"].cpu().numpy(), batch["valid_past"].cpu().numpy()
+    common = dict(gt=batch["joints_future"], valid=batch["valid_future"], last=jp[:, -1], last_valid=vp[:, -1],
+                  cam_last=batch["cam_last"], last_idx=past_idx[:, -1], future_idx=future_idx, fps=fps)
+    meters[name].update(pred, **common)
+    for bname, fn in BASELINES.items():
+        out = fn(jp, vp, past_idx, future_idx)
+        # a joint the baseline cannot forecast is left out (as in its ThinkJEPA-protocol scores)
+        valid = batch["valid_future"].cpu().numpy() & out.available[:, None, :]
+        meters[bname].update(np.where(valid[..., None], out.pred, 0.0), **{**common, "valid": valid})
+
+
+def _egodex_result(meters: dict[str, EgoDexMeter], name: str) -> dict[str, Any]:
+    """The model's EgoDex section with the baselines' figures under `baselines`."""
+    with warnings.catch_warnings():  # said once, for the model
+        warnings.simplefilter("ignore", RuntimeWarning)
+        base = {b: meters[b].compute() for b in meters if b != name}
+    out = meters[name].compute()
+    out["baselines"] = {b: {h: m[h] for h in m["counts"]} for b, m in base.items()}
     return out
 
 
@@ -75,6 +110,7 @@ def predict_and_score(run: LoadedRun, rows: tuple[int, ...], cfg: EvalConfig) ->
     meter, latent = TrajectoryMeter(cfg.threshold, horizons), LatentMeter()
     base = BaselineScorer(threshold=cfg.threshold, horizons=horizons)
     index = _index_arrays(run.store, rows)
+    egodex = {name: EgoDexMeter() for name in (run.model_cfg.variant, *BASELINES)}
     keep: dict[str, list[np.ndarray]] = {k: [] for k in ("row", "pred", "gt", "valid", "past", "valid_past", "cam")}
     t0 = time.perf_counter()
     with _progress(cfg.progress) as bar, torch.no_grad():
@@ -90,6 +126,7 @@ def predict_and_score(run: LoadedRun, rows: tuple[int, ...], cfg: EvalConfig) ->
                         np.stack([index["past_idx"][i] for i in r]),
                         np.stack([index["future_idx"][i] for i in r]),
                         batch["joints_future"], batch["valid_future"])
+            _update_egodex(egodex, run.model_cfg.variant, pred, batch, index, r)
             for key, val in (("row", batch["row"]), ("pred", pred), ("gt", batch["joints_future"]),
                              ("valid", batch["valid_future"]), ("past", batch["joints_past"]),
                              ("valid_past", batch["valid_past"]), ("cam", batch["cam_last"])):
@@ -98,7 +135,7 @@ def predict_and_score(run: LoadedRun, rows: tuple[int, ...], cfg: EvalConfig) ->
             bar.update(task, completed=done)
     arrays = {k: np.concatenate(v) for k, v in keep.items()}
     return {"trajectory": meter.compute(), "latent": latent.compute(), "baselines": base.compute(),
-            "arrays": arrays, "index": index, "seconds": time.perf_counter() - t0}
+            "egodex": _egodex_result(egodex, run.model_cfg.variant), "arrays": arrays, "index": index, "seconds": time.perf_counter() - t0}
 
 
 FIGURE_PATTERNS = ("trajectories_*.png", "rollout_*.png", "error_vs_horizon.png", "training_curves.png")
@@ -215,21 +252,24 @@ def evaluate_run(run_dir: str | Path, store: str | Path, out_dir: str | Path | N
     figures = _figures(run, res, fig_dir, cfg, name, ro)
     from tjepa import __version__
 
-    meta = {"run": run.run_dir.name, "run_dir": str(run.run_dir.resolve()), "checkpoint": str(run.checkpoint),
-            "epoch": run.epoch, "best_val_ade": run.best_val_ade, "store": run.store,
+    meta = {"run": run.run_dir.name, "run_dir": portable_path(run.run_dir), "checkpoint": run.checkpoint.name,
+            "epoch": run.epoch, "best_val_ade": run.best_val_ade, "store": portable_path(run.store),
             "fingerprint": run.index.fingerprint, "split": cfg.split, "n_rows": len(rows), "variant": name,
             "preset": run.train_cfg.preset, "device": str(run.device), "eval_seconds": round(res["seconds"], 3),
             "frame": "world, metres", "tjepa_version": __version__}
     metrics = assemble_metrics(res["trajectory"], split=cfg.split, latent=res["latent"],
                                baselines=res["baselines"], stability=ro["stability"] if ro else None,
-                               rollout=ro["by_horizon"] if ro else None, meta=meta)
+                               rollout=ro["by_horizon"] if ro else None, egodex=res["egodex"], meta=meta)
     if ro is not None:
-        metrics["rollout_metrics"] = {**ro["metrics"], "info": ro["info"]}
+        info = {**ro["info"], "dir": portable_path(ro["info"]["dir"]),
+                "checkpoint": portable_path(ro["info"]["checkpoint"])}
+        metrics["rollout_metrics"] = {**ro["metrics"], "info": info}
     out.mkdir(parents=True, exist_ok=True)
     a = res["arrays"]
     np.savez_compressed(out / PREDICTIONS_FILE, row=a["row"], video=np.array([run.index.videos[i] for i in a["row"]]),
                         pred_world=a["pred"], joints_future=a["gt"], valid_future=a["valid"])
     write_metrics_json(out, metrics)
+    write_summary_json(out, metrics)
     text = render_report(out, metrics, res["baselines"], figures, meta)
     if ro is not None:  # protocol details before the figures
         head, sep, tail = text.partition("## Figures")

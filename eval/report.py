@@ -5,9 +5,14 @@ The metrics dict (build it with `assemble_metrics`) is flat at the top for what 
 `n_nonfinite_pred`, `per_step`, `per_step_n`, `horizons` {h: {ade, fde, acc, n, n_fde}}, and the
 optional blocks `latent` {l2, smooth_l1, cosine, n}, `baselines` {name: trajectory dict},
 `stability` (see `metrics.stability_summary`), `rollout` {name: {h: ADE}} (as for
-`plots.plot_rollout`), `meta` (provenance: `run`,
-`store`, `fingerprint`, `checkpoint`, `split`, ...). In the JSON file NaN and inf become `null`
-(strict JSON) and horizon keys become strings; `read_metrics_json` turns them back.
+`plots.plot_rollout`), `egodex` (EgoDex's protocol, `eval.egodex_protocol`: {"1s": {ade, fde, n,
+n_fde}, ..., keypoints, counts, choices, baselines}), `meta` (provenance: `run`, `store`,
+`fingerprint`, `checkpoint`, `split`, ...). In the JSON file NaN and inf become `null` (strict JSON)
+and horizon keys become strings; `read_metrics_json` turns them back.
+
+`summary.json` is the compact file for `dvc metrics show` (`compact_metrics`): the headline figures
+only, flat enough to fit a terminal. Neither file holds an absolute path (`portable_path`), so a
+run moved to another machine diffs cleanly.
 """
 
 from __future__ import annotations
@@ -26,21 +31,65 @@ from tjepa.errors import InputError
 
 REQUIRED_KEYS = ("ade", "fde", "acc", "split", "n")
 METRICS_FILE = "metrics.json"
+SUMMARY_FILE = "summary.json"
 REPORT_FILE = "report.md"
 
 
 def assemble_metrics(trajectory: Mapping[str, Any], *, split: str, latent: Mapping[str, Any] | None = None,
                      baselines: Mapping[str, Mapping[str, Any]] | None = None,
                      stability: Mapping[str, Any] | None = None, rollout: Mapping[str, Any] | None = None,
+                     egodex: Mapping[str, Any] | None = None,
                      meta: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """One canonical metrics dict from `TrajectoryMeter.compute()` plus the optional blocks."""
     out: dict[str, Any] = {"split": split, **trajectory}
     for key, block in (("latent", latent), ("baselines", baselines), ("stability", stability),
-                       ("rollout", rollout)):
+                       ("rollout", rollout), ("egodex", egodex)):
         if block is not None:
             out[key] = dict(block)
     out["meta"] = {"split": split, "n": trajectory.get("n"), **(meta or {})}
     return out
+
+
+def portable_path(p: str | Path) -> str:
+    """A path fit for a metrics file: relative paths as given (POSIX); absolute ones relative to the
+    working directory when under it, else only the final name (the store's fingerprint, not its
+    location, says which data a metric is about)."""
+    path = Path(p)
+    if not path.is_absolute():
+        return path.as_posix()
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return path.name
+
+
+def compact_metrics(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """The headline figures of a metrics dict, for `dvc metrics show` (one short column each):
+    ADE / FDE / Acc, latent L2, EgoDex average / final at each horizon, the baselines' ADE, n."""
+    out: dict[str, Any] = {"ade": metrics.get("ade"), "fde": metrics.get("fde"), "acc": metrics.get("acc")}
+    if metrics.get("latent"):
+        out["lat_l2"] = metrics["latent"].get("l2")
+    eg = metrics.get("egodex") or {}
+    for h in eg.get("counts") or {}:
+        out[f"ed_ade_{h}"] = (eg.get(h) or {}).get("ade")
+        out[f"ed_fde_{h}"] = (eg.get(h) or {}).get("fde")
+    short = {"persistence": "persist", "constant_velocity": "const_vel"}
+    for name, b in (metrics.get("baselines") or {}).items():
+        out[f"{short.get(name, name)}_ade"] = b.get("ade")
+    out["n"] = metrics.get("n")
+    return out
+
+
+def _write_json(path: Path, doc: Any) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return atomic_write_json(path, to_jsonable(doc), indent=2, allow_nan=False)
+
+
+def write_summary_json(out_dir: str | Path, metrics: Mapping[str, Any]) -> Path:
+    """Write `out_dir/summary.json` (`compact_metrics`, numbers rounded to 4 decimals) atomically."""
+    doc = {k: round(v, 4) if isinstance(v, float) and math.isfinite(v) else v
+           for k, v in compact_metrics(metrics).items()}
+    return _write_json(Path(out_dir) / SUMMARY_FILE, doc)
 
 
 def to_jsonable(x: Any) -> Any:
@@ -172,6 +221,28 @@ def _trajectory_section(metrics: Mapping[str, Any], baselines: Mapping[str, Mapp
     return out
 
 
+def _egodex_section(eg: Mapping[str, Any], name: str = "model") -> list[str]:
+    from tjepa.eval.egodex_protocol import PAPER_NOTE, PAPER_TABLE3
+
+    hs = list(eg.get("counts") or {})
+    def cells(m: Mapping[str, Any]) -> list[str]:
+        return [fmt((m.get(h) or {}).get("ade")) for h in hs] + [fmt((m.get(h) or {}).get("fde")) for h in hs]
+    rows = [[name, *cells(eg)]] + [[f"{b} (baseline)", *cells(m)] for b, m in (eg.get("baselines") or {}).items()]
+    rows.append(["EgoDex paper, Table 3 (Dec + BC)", *[fmt(PAPER_TABLE3.get(h, {}).get("ade"), 3) for h in hs],
+                 *[fmt(PAPER_TABLE3.get(h, {}).get("fde"), 3) for h in hs]])
+    counts = ", ".join(f"{h}: {c} of {eg.get('n_samples')}" for h, c in (eg.get("counts") or {}).items())
+    out = ["## EgoDex protocol", "",
+           f"EgoDex's own benchmark (arXiv 2505.11709): {len(eg.get('keypoints') or [])} keypoints "
+           f"({', '.join(eg.get('keypoints') or [])}), {eg.get('frame', 'camera frame')}; "
+           f"average = mean distance over the {fmt(eg.get('rate_hz'), 0)} Hz steps of the horizon, final = at "
+           f"its last step; best of K = {eg.get('k', 1)}. Our forecasts are interpolated in time onto that grid; "
+           f"a sample counts for a horizon only when its forecast window reaches it (samples: {counts}).", "",
+           md_table(["", *[f"average {h}" for h in hs], *[f"final {h}" for h in hs]], rows), "",
+           f"> {PAPER_NOTE}", "", "Choices the EgoDex paper leaves open, and ours:", ""]
+    out += [f"- {k.replace('_', ' ')}: {v}" for k, v in (eg.get("choices") or {}).items()]
+    return out
+
+
 def _latent_section(latent: Mapping[str, Any]) -> list[str]:
     return ["## Latent prediction", "",
             "Predicted vs cached future V-JEPA latents: L2 = mean per-token L2 norm of the difference; "
@@ -208,6 +279,8 @@ def render_report(out_dir: str | Path, metrics: Mapping[str, Any], baselines: Ma
     title = meta.get("run") or out.name
     lines = [f"# Evaluation: {title}", "", _provenance(meta, metrics), ""]
     lines += _trajectory_section(metrics, baselines) + [""]
+    if metrics.get("egodex"):
+        lines += _egodex_section(metrics["egodex"], str(meta.get("variant") or "model")) + [""]
     if metrics.get("latent"):
         lines += _latent_section(metrics["latent"]) + [""]
     if metrics.get("rollout"):

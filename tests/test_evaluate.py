@@ -16,10 +16,12 @@ from typer.testing import CliRunner
 
 from tjepa.cli import app
 from tjepa.errors import ConfigMismatchError, TjepaError
+from tjepa.eval.egodex_protocol import KEYPOINT_NAMES, KEYPOINTS
 from tjepa.eval.evaluate import EvalConfig, evaluate_run
 from tjepa.eval.report import REQUIRED_KEYS
 
 FC = sf.FactoryConfig(n=24, groups=6, n_past=8, n_future=16)
+KEYPOINTS_BY_NAME = dict(zip(KEYPOINT_NAMES, KEYPOINTS, strict=True))
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
@@ -142,6 +144,41 @@ def test_metrics_equal_a_direct_computation(trained, evaluated):
     avail = v.any(axis=1)[:, None, :]
     for name, bpred in (("persistence", np.broadcast_to(hold[:, None], gt.shape)), ("constant_velocity", cv)):
         assert m["baselines"][name]["ade"] == pytest.approx(_scores(bpred, gt, valid & avail)[0], rel=1e-6), name
+
+    # EgoDex protocol, recomputed with np.interp in each sample's last observed camera frame (an
+    # interpolated validity of exactly 1 = both neighbouring knots valid)
+    eg, fps = m["egodex"], zarr.open_group(str(store), mode="r")["index/fps"].oindex[np.asarray(rows)]
+    assert len(eg["keypoints"]) == 12 and set(eg["choices"]) >= {"anchor_times", "low_confidence"}
+    kp = [KEYPOINTS_BY_NAME[n] for n in eg["keypoints"]]
+    for h in (1, 2, 3):
+        per_avg, per_fin = [], []
+        for i in range(len(rows)):
+            t = np.concatenate([[0.0], (fut_idx[i] - past_idx[i, -1]) / fps[i]])
+            if t[-1] < h:
+                continue
+            w2c = np.linalg.inv(batch["cam_last"][i].numpy().astype(np.float64))
+            q = np.arange(1, 30 * h + 1) / 30.0
+            errs, oks = [], []
+            for j in kp:
+                kn = {"p": np.concatenate([x[i, -1, j][None], pred[i, :, j]]),
+                      "g": np.concatenate([x[i, -1, j][None], gt[i, :, j]])}
+                kv = {"p": np.concatenate([[v[i, -1, j]], np.ones(len(t) - 1)]),
+                      "g": np.concatenate([[v[i, -1, j]], valid[i, :, j]])}
+                ip = {k: np.stack([np.interp(q, t, (kn[k] @ w2c[:3, :3].T + w2c[:3, 3])[:, c]) for c in range(3)], -1)
+                      for k in kn}
+                oks.append((np.interp(q, t, kv["p"].astype(float)) == 1) & (np.interp(q, t, kv["g"].astype(float)) == 1))
+                errs.append(np.linalg.norm(ip["p"] - ip["g"], axis=-1))
+            e, ok = np.stack(errs, 1), np.stack(oks, 1)  # [Q, 12]
+            per_avg.append(e[ok].mean())
+            per_fin.append(e[-1][ok[-1]].mean())
+        key = f"{h}s"
+        assert eg["counts"][key] == len(per_avg)
+        if per_avg:
+            assert eg[key]["ade"] == pytest.approx(np.mean(per_avg), rel=1e-5)
+            assert eg[key]["fde"] == pytest.approx(np.mean(per_fin), rel=1e-5)
+        else:
+            assert eg[key]["ade"] is None
+    assert eg["counts"]["1s"] > 0 and set(eg["baselines"]) == {"persistence", "constant_velocity"}
 
 
 def test_other_split_latest_checkpoint_and_out_dir(trained, tmp_path):

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from tjepa.errors import InputError
 from tjepa.eval.baselines import score_baselines
 from tjepa.eval.compare import PAPER_RESULTS, comparison_rows, load_entries, resolve_metrics_path
+from tjepa.eval.egodex_protocol import EgoDexMeter
 from tjepa.eval.plots import (
     JOINT_NAMES,
     KEY_JOINTS,
@@ -23,7 +24,13 @@ from tjepa.eval.plots import (
     project_points,
     render_trajectories,
 )
-from tjepa.eval.report import assemble_metrics, read_metrics_json, write_metrics_json, write_report
+from tjepa.eval.report import (
+    assemble_metrics,
+    read_metrics_json,
+    write_metrics_json,
+    write_report,
+    write_summary_json,
+)
 from tjepa.metrics import LatentMeter, trajectory_metrics
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -118,7 +125,14 @@ def _eval_dir(tmp_path, name, offset, run=None):
     lat = LatentMeter()
     lat.update(np.ones((3, 2, 5, 8)), np.zeros((3, 2, 5, 8)))
     meta = {"run": run, "fingerprint": "ab" * 32, "store": "data/cache.zarr"} if run else {"fingerprint": "ab" * 32}
-    metrics = assemble_metrics(traj, split="test", latent=lat.compute(), baselines=base, meta=meta)
+    eg = EgoDexMeter(horizons_s=(1, 2))  # last future frame 14 at 8 fps: 1 s after frame 6
+    eg.update(pred, fut, valid_f, past[:, -1], valid_p[:, -1], np.tile(np.eye(4), (3, 1, 1)), np.full(3, 6),
+              np.tile([8, 10, 12, 14], (3, 1)), np.full(3, 8.0))
+    with pytest.warns(RuntimeWarning, match="2s"):
+        egodex = eg.compute()
+    egodex["baselines"] = {"persistence": {"1s": {"ade": 0.0, "fde": 0.0}, "2s": {"ade": None, "fde": None}}}
+    metrics = assemble_metrics(traj, split="test", latent=lat.compute(), baselines=base, meta=meta,
+                               egodex=egodex)
     out = tmp_path / name
     fig = plot_horizon_curves({"model": traj["per_step"]}, out / "figures" / "horizon.png")
     write_metrics_json(out, metrics)
@@ -142,6 +156,13 @@ def test_metrics_json_and_report(tmp_path):
     assert "| persistence (baseline) | 0.0000 |" in text
     assert "![horizon](figures/horizon.png)" in text
     assert "ab" * 32 in text and "run-a" in text and "ADE@2" in text and "2.8284" in text  # sqrt(8)
+    # EgoDex section: the final distance at 1 s sits on the last knot, where the model is off by 3 cm
+    assert "## EgoDex protocol" in text and "1s: 3 of 3, 2s: 0 of 3" in text
+    assert "| model | " in text and " | 0.0300 | – |\n| persistence (baseline) |" in text
+    assert "low confidence:" in text and "anchor times:" in text and "Table 3" in text
+    summary = json.loads(write_summary_json(out, metrics).read_text())
+    assert summary["ed_fde_1s"] == pytest.approx(0.03) and summary["ed_ade_2s"] is None
+    assert summary["ade"] == pytest.approx(0.03) and summary["persist_ade"] == 0.0 and summary["n"] == 3
     with pytest.raises(FileNotFoundError):
         write_report(out, metrics, base, [out / "missing.png"], meta)
 
@@ -182,6 +203,12 @@ def test_compare_rows_and_cli(tmp_path):
     assert [r["name"] for r in doc["rows"]][:2] == ["persistence", "good"]
     assert doc["paper_reference"]["results"][0]["ade"] == 0.061
     assert doc["by_name"]["good"]["ade"] == pytest.approx(0.01)
+    # both protocols, and EgoDex's Table 3 beside ours with --paper
+    eg = text[text.index("## EgoDex protocol"):]
+    assert "| model | good | " in eg and "| paper | EgoDex Dec + BC (Table 3) | 0.031 | 0.045 | 0.053 | 0.049 |" in eg
+    assert "EgoDex protocol" in res.output and "Table 3" in res.output
+    assert doc["rows"][1]["egodex"]["1s"]["fde"] == pytest.approx(0.01)
+    assert doc["paper_reference"]["egodex_table3"]["results"]["2s"]["ade"] == 0.045
 
     res = CliRunner().invoke(app, ["compare", str(tmp_path / "nowhere")])
     assert isinstance(res.exception, InputError) and "tried" in str(res.exception)
