@@ -64,18 +64,20 @@ def portable_path(p: str | Path) -> str:
 
 
 def compact_metrics(metrics: Mapping[str, Any]) -> dict[str, Any]:
-    """The headline figures of a metrics dict, for `dvc metrics show` (one short column each):
-    ADE / FDE / Acc, latent L2, EgoDex average / final at each horizon, the baselines' ADE, n."""
+    """The headline figures of a metrics dict, for `dvc metrics show` (one short column each, and
+    DVC sorts them by name): `ade`, `fde`, `acc` (ThinkJEPA protocol), `lat_l2`, `ade@1s` ... `fde@3s`
+    (EgoDex protocol: average / final distance at each horizon), `ade_persist` / `ade_cv` (the
+    baselines' ADE), `n`."""
     out: dict[str, Any] = {"ade": metrics.get("ade"), "fde": metrics.get("fde"), "acc": metrics.get("acc")}
     if metrics.get("latent"):
         out["lat_l2"] = metrics["latent"].get("l2")
     eg = metrics.get("egodex") or {}
     for h in eg.get("counts") or {}:
-        out[f"ed_ade_{h}"] = (eg.get(h) or {}).get("ade")
-        out[f"ed_fde_{h}"] = (eg.get(h) or {}).get("fde")
-    short = {"persistence": "persist", "constant_velocity": "const_vel"}
+        out[f"ade@{h}"] = (eg.get(h) or {}).get("ade")
+        out[f"fde@{h}"] = (eg.get(h) or {}).get("fde")
+    short = {"persistence": "persist", "constant_velocity": "cv"}
     for name, b in (metrics.get("baselines") or {}).items():
-        out[f"{short.get(name, name)}_ade"] = b.get("ade")
+        out[f"ade_{short.get(name, name)}"] = b.get("ade")
     out["n"] = metrics.get("n")
     return out
 

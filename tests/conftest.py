@@ -36,6 +36,25 @@ def tiny_models(tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="session")
+def stage_one_run(synth_root, tiny_models, tmp_path_factory):
+    """(store, run): `synth_root` cached by `tjepa cache` (tiny encoders, 8 + 8 frames, rollout windows
+    of 4 frames) and a tiny run trained on it for one epoch by `tjepa train`, both through the real CLI."""
+    from typer.testing import CliRunner
+
+    from tjepa.cli import app
+
+    root = tmp_path_factory.mktemp("stage_one_run")
+    store, run = root / "s.zarr", root / "run"
+    for args in (["cache", "--videos", str(synth_root), "--out", str(store), "--models", "tiny", "--models-dir",
+                  str(tiny_models), "--past", "8", "--future", "8", "--window-frames", "4", "--device", "cpu"],
+                 ["train", "--cache", str(store), "--out", str(run), "--preset", "tiny", "--epochs", "1",
+                  "--batch-size", "2", "--device", "cpu", "--no-progress"]):
+        res = CliRunner().invoke(app, args)
+        assert res.exit_code == 0, (args[0], res.output, res.exception)
+    return store, run
+
+
 @pytest.fixture
 def one_thread():
     """Tiny models run fastest on one thread on a shared 2-core machine."""

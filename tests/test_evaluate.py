@@ -231,19 +231,17 @@ def test_checkpoint_of_another_configuration_is_refused(trained, tmp_path):
 
 
 @pytest.mark.slow
-def test_end_to_end_on_a_stage_one_store(synth_root, tiny_models, tmp_path):
-    """synth -> `tjepa cache` (tiny encoders, with rollout windows) -> `tjepa train` (the run and its
-    window model) -> `tjepa eval --rollout`."""
-    runner, store, run = CliRunner(), tmp_path / "s.zarr", tmp_path / "run"
-    for args in (["cache", "--videos", str(synth_root), "--out", str(store), "--models", "tiny", "--models-dir",
-                  str(tiny_models), "--past", "8", "--future", "8", "--window-frames", "4", "--device", "cpu"],
-                 ["train", "--cache", str(store), "--out", str(run), "--preset", "tiny", "--epochs", "1",
-                  "--batch-size", "2", "--device", "cpu", "--no-progress"],
-                 ["train", "--cache", str(store), "--out", str(run), "--preset", "tiny", "--epochs", "1",
+def test_end_to_end_on_a_stage_one_store(stage_one_run, tmp_path):
+    """synth -> `tjepa cache` (tiny encoders, with rollout windows) -> `tjepa train` (the shared
+    fixture) -> `tjepa train --rollout` (its window model) -> `tjepa eval --rollout`."""
+    store, trained_run = stage_one_run
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)  # the window model goes into RUN/rollout/
+    for args in (["train", "--cache", str(store), "--out", str(run), "--preset", "tiny", "--epochs", "1",
                   "--batch-size", "2", "--device", "cpu", "--no-progress", "--rollout"],
                  ["eval", "--run", str(run), "--cache", str(store), "--device", "cpu", "--no-progress",
                   "--figures", "1", "--rollout"]):
-        res = runner.invoke(app, args)
+        res = CliRunner().invoke(app, args)
         assert res.exit_code == 0, (args[0], res.output, res.exception)
     m = json.loads((run / "eval" / "metrics.json").read_text())
     assert m["split"] == "test" and m["n"] == len(_split_rows(run, store)) > 0

@@ -161,8 +161,8 @@ def test_metrics_json_and_report(tmp_path):
     assert "| model | " in text and " | 0.0300 | – |\n| persistence (baseline) |" in text
     assert "low confidence:" in text and "anchor times:" in text and "Table 3" in text
     summary = json.loads(write_summary_json(out, metrics).read_text())
-    assert summary["ed_fde_1s"] == pytest.approx(0.03) and summary["ed_ade_2s"] is None
-    assert summary["ade"] == pytest.approx(0.03) and summary["persist_ade"] == 0.0 and summary["n"] == 3
+    assert summary["fde@1s"] == pytest.approx(0.03) and summary["ade@2s"] is None
+    assert summary["ade"] == pytest.approx(0.03) and summary["ade_persist"] == 0.0 and summary["n"] == 3
     with pytest.raises(FileNotFoundError):
         write_report(out, metrics, base, [out / "missing.png"], meta)
 

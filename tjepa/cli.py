@@ -11,7 +11,7 @@ import sys
 import typer
 
 from tjepa import __version__
-from tjepa.commands import build_models, cache, compare, evaluate, inspect, synth, train, validate
+from tjepa.commands import build_models, cache, compare, evaluate, inspect, predict, synth, train, validate
 from tjepa.errors import TjepaError
 
 app = typer.Typer(
@@ -33,7 +33,7 @@ def _version(value: bool) -> None:
 def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
 ) -> None:
-    """Stage one: `synth`, `build-models`, `cache`, `inspect`, `validate`. Stage two: `train`, `eval`, `compare`."""
+    """Stage one: `synth`, `build-models`, `cache`, `inspect`, `validate`. Stage two: `train`, `eval`, `compare`, `predict`."""
 
 
 app.command("synth")(synth.synth)
@@ -44,6 +44,7 @@ app.command("validate")(validate.validate)
 app.command("train")(train.train)
 app.command("eval")(evaluate.evaluate)
 app.command("compare")(compare.compare)
+app.command("predict")(predict.predict)
 
 
 def main() -> None:

@@ -90,14 +90,16 @@ class CacheDataset(torch.utils.data.Dataset):
 
     `rows`: store rows to serve (None = all done rows); every row must be done. `levels`: a subset of
     the captured decoder layer numbers (None = all). Items also carry `row` (long), the store row.
+    `require_targets=False` also serves a store of plain videos (items without the target keys).
     """
 
     def __init__(self, store_path: str | Path | Location, rows: Sequence[int] | None = None,
-                 levels: tuple[int, ...] | None = None, with_tokens: bool = False, preload: bool = False):
+                 levels: tuple[int, ...] | None = None, with_tokens: bool = False, preload: bool = False,
+                 require_targets: bool = True):
         self.location = locate(store_path)  # carries --storage-options into DataLoader workers
         self.index = read_index(self.location)
         self.path = self.index.path
-        if not self.index.has_targets:
+        if require_targets and not self.index.has_targets:
             raise TjepaError(f"{self.path}: the store has no targets (made from plain videos); the "
                              f"trajectory head needs EgoDex-style labels to train")
         if with_tokens and not self.index.has_tokens:
@@ -116,6 +118,8 @@ class CacheDataset(torch.utils.data.Dataset):
         self._lv = np.asarray(level_positions(self.index.layers, levels))
         self._all_levels = np.array_equal(self._lv, np.arange(len(self.index.layers)))
         self.fields = dict(_BASE, **(_TOKENS if with_tokens else {}))
+        if not self.index.has_targets:  # plain videos (forecasting only): features, no supervision
+            self.fields = {k: v for k, v in self.fields.items() if not PATHS[v].startswith("targets/")}
         self.reader = StoreReader(self.location)  # zarr handles opened lazily per process, never pickled
         self._mem: dict[str, np.ndarray] | None = None
         if preload:
