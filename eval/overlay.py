@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from tjepa.eval.plots import JOINT_NAMES, _new_figure, _save, project_points
+from tjepa.cache_schema.joints import JOINT_NAMES
+from tjepa.eval.plots import _new_figure, _save, project_points
 
 DEFAULT_HFOV_DEG = 60.0
 FORECAST_RGB = (255, 120, 0)  # orange

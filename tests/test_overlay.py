@@ -7,8 +7,8 @@ import av
 import numpy as np
 import pytest
 
+from tjepa.cache_schema.joints import JOINT_NAMES
 from tjepa.eval import overlay
-from tjepa.eval.plots import JOINT_NAMES
 
 K = np.array([[40.0, 0.0, 32.0], [0.0, 40.0, 24.0], [0.0, 0.0, 1.0]])  # for a 64 x 48 source
 WRIST, TIP = JOINT_NAMES.index("rightHand"), JOINT_NAMES.index("rightIndexFingerTip")

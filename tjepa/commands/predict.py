@@ -17,7 +17,7 @@ import json
 import re
 import shutil
 import tempfile
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
@@ -84,7 +84,11 @@ def _encoders(stored: dict, models_dir: Path | None, store: Path):
     from tjepa.errors import ConfigMismatchError
     from tjepa.pipeline.encoders.presets import resolve_encoders
 
+    hub = {k: stored[f"{k}_model"] for k in ("vjepa", "qwen") if stored.get(f"{k}_model") not in (None, "local")}
     enc = resolve_encoders(stored["preset"], models_dir=models_dir, layers=tuple(stored["layers"]),
+                           vjepa=hub.get("vjepa"), qwen=hub.get("qwen"),
+                           vjepa_revision=stored.get("vjepa_revision") if "vjepa" in hub else None,
+                           qwen_revision=stored.get("qwen_revision") if "qwen" in hub else None,
                            keep_tokens=bool(stored["keep_tokens"]), max_new_tokens=int(stored["max_new_tokens"]),
                            prompt=stored["prompt"], vlm_frame_size=int(stored["vlm_frame_size"]),
                            dtype=stored["dtype"])
@@ -97,14 +101,10 @@ def _encoders(stored: dict, models_dir: Path | None, store: Path):
 
 
 def _sampling(stored: dict):
-    from tjepa.errors import ConfigMismatchError
+    from tjepa.config_io import from_saved
     from tjepa.pipeline.episode_io import SamplingConfig
 
-    known = {f.name for f in fields(SamplingConfig)}
-    unknown = sorted(set(stored) - known)
-    if unknown:
-        raise ConfigMismatchError(f"the store's sampling config has keys this version cannot reproduce: {unknown}")
-    return SamplingConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in stored.items()})
+    return from_saved(SamplingConfig, stored)  # a key this version does not know: ConfigMismatchError
 
 
 # --------------------------------------------------------------------------- inputs and extraction
@@ -254,9 +254,9 @@ def _write_video_outputs(src: Source, r: dict[str, Any], fc: dict[str, Any], out
     """forecast.npz / .json, overlay.mp4 and summary.png of one video."""
     import numpy as np
 
+    from tjepa.cache_schema.joints import JOINT_NAMES
     from tjepa.eval import overlay
     from tjepa.eval.egodex_protocol import KEYPOINTS
-    from tjepa.eval.plots import JOINT_NAMES
     from tjepa.pipeline.video import decode_frames
 
     labelled = "joints_future" in r
