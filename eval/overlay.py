@@ -136,7 +136,7 @@ def write_summary_png(frame: np.ndarray, forecast_uv: np.ndarray, truth_uv: np.n
     """One summary picture: the last forecast frame (skeletons already drawn) with the keypoints'
     forecast tracks (`forecast_uv` [T, J, 2], pixels) and, when known, the true tracks."""
     h, w = frame.shape[:2]
-    fig = _new_figure(6.0, 6.0 * h / w + 0.7)
+    fig = _new_figure(4.8, 4.8 * h / w + 0.6)  # ~530 px wide: a README-sized PNG
     ax = fig.add_subplot()
     ax.imshow(frame)
     for uv, rgb, style, label in ((truth_uv, TRUTH_RGB, "-", "truth"), (forecast_uv, FORECAST_RGB, "--", "forecast")):

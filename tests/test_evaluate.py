@@ -75,7 +75,9 @@ def test_cli_writes_metrics_report_and_figures(trained, evaluated):
     assert len([f for f in figs if f.startswith("trajectories_")]) == min(4, len(rows))
     for f in figs:
         assert (out / "figures" / f).read_bytes()[:8] == PNG and f"figures/{f}" in report
-    assert "ADE" in output and "persistence" in output
+    assert "ADE" in output and "persistence" in output and "EgoDex protocol" in output
+    assert "## EgoDex protocol" in report and "Choices the EgoDex paper leaves open" in report
+    assert json.loads((out / "summary.json").read_text())["ade"] == pytest.approx(m["ade"], abs=5e-5)
 
 
 def _direct_batch(store, rows):

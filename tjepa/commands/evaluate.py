@@ -68,6 +68,17 @@ def evaluate(
         table.add_row(f"{name} (baseline)", fmt(b["ade"]), fmt(b["fde"]), fmt(b["acc"], 3), style="dim")
     console = Console()
     console.print(table)
+    eg = m.get("egodex")
+    if eg:
+        hs = list(eg["counts"])
+        et = Table(title="EgoDex protocol: 12 keypoints, camera frame, metres (average / final)")
+        for col in ("", *[f"{h}" for h in hs]):
+            et.add_column(col, justify="left" if not col else "right")
+        rows = [(m["meta"]["variant"], eg, None)] + [(f"{b} (baseline)", v, "dim") for b, v in eg["baselines"].items()]
+        for name, block, style in rows:
+            et.add_row(name, *[f"{fmt(block[h]['ade'])} / {fmt(block[h]['fde'])}" for h in hs], style=style)
+        et.add_row("samples", *[str(eg["counts"][h]) for h in hs], style="italic")
+        console.print(et)
     if "rollout" in m:
         rt = Table(title=f"rollout ADE by horizon (camera: {rcfg.camera})")
         hs = sorted({int(h) for v in m["rollout"].values() for h in v})

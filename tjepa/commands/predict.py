@@ -17,6 +17,7 @@ import json
 import re
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -96,7 +97,8 @@ def _encoders(stored: dict, models_dir: Path | None, store: Path):
         lines = config_diff(stored, enc.to_dict())
         raise ConfigMismatchError(
             f"the encoders available here differ from those fingerprinted in {store} (stored -> available):\n  "
-            + "\n  ".join(lines) + "\nPass --models-dir with the models the store was built with.")
+            + "\n  ".join(lines) + "\nPass --models-dir with the models the store was built with (for a weight "
+            "difference), or rebuild the store and retrain with this version (for a setting difference).")
     return enc
 
 
@@ -345,6 +347,7 @@ def run_predict(run: Path, videos: list[Path], out: Path, cache: Path | None, mo
                        TextColumn("{task.fields[rate]:.2f} videos/s"), TimeElapsedColumn(), console=console)
         with bar:
             task = bar.add_task("draw", total=len(preds), rate=0.0)
+            t0 = time.perf_counter()
             for s in sources:
                 if s.name not in preds:
                     continue
@@ -353,8 +356,8 @@ def run_predict(run: Path, videos: list[Path], out: Path, cache: Path | None, mo
                     written.append(_write_video_outputs(s, _row(st, row), preds[s.name], out, meta))
                 except (TjepaError, OSError, ValueError) as err:  # this video fails alone
                     failed[s.name] = f"drawing failed: {err}"
-                speed = bar.tasks[0].speed or 0.0
-                bar.update(task, advance=1, rate=speed)
+                n = len(written) + sum(name in failed for name in preds)
+                bar.update(task, advance=1, rate=n / max(time.perf_counter() - t0, 1e-9))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     for s in sources:
