@@ -193,17 +193,17 @@ def _default_anchor(store: Path, run: Path) -> Any:
     """Mean last observed joints (camera frame) over the run's training videos: where an anchored
     model's offsets start on a video without labels, which has no observed hand to start from."""
     import numpy as np
-    import zarr
 
+    from tjepa.cache_schema.reader import StoreReader
     from tjepa.train.data import read_index
     from tjepa.train.splits import read_splits
 
     index = read_index(store)
     rows = np.asarray(read_splits(run, index.videos, index.done).rows("train"))
-    g = zarr.open_group(str(store), mode="r")
-    last = np.asarray(g["targets/joints_past"].oindex[rows])[:, -1].astype(np.float64)  # [N, J, 3] world
-    ok = np.asarray(g["targets/valid_past"].oindex[rows])[:, -1]
-    pose = np.asarray(g["targets/cam_past"].oindex[rows])[:, -1].astype(np.float64)
+    reader = StoreReader(store)
+    last = reader.read("joints_past", rows)[:, -1].astype(np.float64)  # [N, J, 3] world
+    ok = reader.read("valid_past", rows)[:, -1]
+    pose = reader.read("cam_past", rows)[:, -1].astype(np.float64)
     cam = np.einsum("nji,nkj->nki", pose[:, :3, :3], last - pose[:, None, :3, 3])  # R^T (p - t)
     return np.where(ok[..., None], cam, 0.0).sum(0) / np.maximum(ok.sum(0), 1)[:, None]
 
@@ -232,15 +232,15 @@ def _forecast(store: Path, rows: list[int], model, doc: dict, device, batch_size
 
 
 def _row(store: Path, row: int) -> dict[str, Any]:
-    import numpy as np
-    import zarr
+    """What drawing one video needs from its row: frame indices, geometry and (labelled) targets."""
+    from tjepa.cache_schema.reader import StoreReader
 
-    g = zarr.open_group(str(store), mode="r")
-    keys = ["index/past_idx", "index/future_idx", "index/fps", "index/width", "index/height", "index/n_frames"]
-    keys += [k for k in ("targets/joints_past", "targets/joints_future", "targets/valid_past",
-                         "targets/valid_future", "targets/cam_past", "targets/cam_future", "targets/intrinsics")
-             if k in g]
-    return {k.split("/")[1]: np.asarray(g[k][row]) for k in keys}
+    reader = StoreReader(store)
+    fields = ["past_idx", "future_idx", "fps", "width", "height", "n_frames"]
+    if reader.has_targets:
+        fields += ["joints_past", "joints_future", "valid_past", "valid_future", "cam_past", "cam_future",
+                   "intrinsics"]
+    return {f: reader.read(f, [row])[0] for f in fields}
 
 
 def _in_camera(world: Any, pose: Any, valid: Any | None = None) -> Any:
