@@ -17,7 +17,6 @@ import json
 import re
 import shutil
 import tempfile
-import time
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -314,10 +313,10 @@ def _write_video_outputs(src: Source, r: dict[str, Any], fc: dict[str, Any], out
 def run_predict(run: Path, videos: list[Path], out: Path, cache: Path | None, models_dir: Path | None,
                 checkpoint: str, device: str, batch_size: int) -> int:
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from tjepa.devices import resolve_device
     from tjepa.errors import TjepaError
-    from tjepa.eval.run_loading import resolve_device
+    from tjepa.progress import progress_bar
     from tjepa.train.checkpoint import load_run_model
 
     console = Console(stderr=True, soft_wrap=True)
@@ -343,11 +342,9 @@ def run_predict(run: Path, videos: list[Path], out: Path, cache: Path | None, mo
         meta = {"run": run.name, "checkpoint": f"ckpt_{checkpoint}.pt", "epoch": int(ckpt["epoch"]),
                 "variant": model.cfg.variant, "fingerprint": attrs["fingerprint"], "anchored": anchored}
         written = []
-        bar = Progress(TextColumn("[bold]drawing"), BarColumn(), MofNCompleteColumn(),
-                       TextColumn("{task.fields[rate]:.2f} videos/s"), TimeElapsedColumn(), console=console)
+        bar = progress_bar("[bold]drawing", "videos", console=console)
         with bar:
-            task = bar.add_task("draw", total=len(preds), rate=0.0)
-            t0 = time.perf_counter()
+            task = bar.add_task("draw", total=len(preds))
             for s in sources:
                 if s.name not in preds:
                     continue
@@ -356,8 +353,7 @@ def run_predict(run: Path, videos: list[Path], out: Path, cache: Path | None, mo
                     written.append(_write_video_outputs(s, _row(st, row), preds[s.name], out, meta))
                 except (TjepaError, OSError, ValueError) as err:  # this video fails alone
                     failed[s.name] = f"drawing failed: {err}"
-                n = len(written) + sum(name in failed for name in preds)
-                bar.update(task, advance=1, rate=n / max(time.perf_counter() - t0, 1e-9))
+                bar.update(task, advance=1)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     for s in sources:
