@@ -145,7 +145,7 @@ def _extract(sources: list[Source], tmp: Path, encoders, sampling, batch_size: i
     """Cache the sources into temporary stores (one with labels, one without): returns
     {name: (store, row)} of done rows and {name: reason} of failures."""
     from tjepa.cache_schema.fingerprint import config_diff, fingerprint
-    from tjepa.cache_schema.ledger import LEDGER_NAME, Ledger
+    from tjepa.cache_schema.ledger import Ledger
     from tjepa.cache_schema.store import FeatureStore
     from tjepa.errors import ConfigMismatchError
     from tjepa.pipeline.cache_command import run_with_progress
@@ -174,7 +174,7 @@ def _extract(sources: list[Source], tmp: Path, encoders, sampling, batch_size: i
         store = FeatureStore.open(job.out)
         rows = store.row_of()
         status = store.status()
-        for video, reason in Ledger(job.out / LEDGER_NAME).latest().items():
+        for video, reason in Ledger.of_store(job.out).latest().items():
             if status[rows[video]] != 1:
                 failed[ids[video]] = reason.reason
         for video, row in rows.items():
