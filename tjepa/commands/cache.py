@@ -130,19 +130,20 @@ def _run(job, json_out: bool) -> int:
 
     console = Console(stderr=True)
     if not json_out:
-        summary = _run_with_progress(job, console)
+        summary = run_with_progress(job, console)
         _print_summary(summary, Console(file=sys.stdout))
         return summary.exit_code
     import contextlib
     import json
 
     with contextlib.redirect_stdout(sys.stderr):  # stdout carries the one JSON object, nothing else
-        summary = _run_with_progress(job, console)
+        summary = run_with_progress(job, console)
     sys.stdout.write(json.dumps(summary.to_dict(), ensure_ascii=False) + "\n")
     return summary.exit_code
 
 
-def _run_with_progress(job, console):
+def run_with_progress(job, console):
+    """Run a CacheJob with the progress bar (rows done, videos/s, failures) on `console`."""
     from tjepa.pipeline.job import run
     from tjepa.progress import progress_bar
 

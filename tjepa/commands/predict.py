@@ -147,8 +147,8 @@ def _extract(sources: list[Source], tmp: Path, encoders, sampling, batch_size: i
     from tjepa.cache_schema.fingerprint import config_diff, fingerprint
     from tjepa.cache_schema.ledger import Ledger
     from tjepa.cache_schema.store import FeatureStore
+    from tjepa.commands.cache import run_with_progress
     from tjepa.errors import ConfigMismatchError
-    from tjepa.pipeline.cache_command import run_with_progress
     from tjepa.pipeline.job import CacheJob, extraction_config
 
     done, failed = {}, {}
