@@ -49,8 +49,9 @@ class Params:
 _FLEX_BIG = ("flex", 16, "not run: eager flex on CPU materialises the [N, N] scores (16,384^2 x 4 heads x "
              "4 B = 4 GiB per layer) and has no CPU backward")
 PARAMS = {
-    "full": Params(cases=(Case(8, 32, 1, 5), Case(16, 32, 1, 2)), skip=(_FLEX_BIG,)),
-    "quick": Params(cases=(Case(8, 32, 1, 2),), profile=False,
+    # (4, 8): the demo's size, 8 + 8 frame slots of 16 patches (256 tokens), where `auto` picks dense
+    "full": Params(cases=(Case(4, 8, 2, 10), Case(8, 32, 1, 5), Case(16, 32, 1, 2)), skip=(_FLEX_BIG,)),
+    "quick": Params(cases=(Case(4, 8, 1, 5), Case(8, 32, 1, 2),), profile=False,
                     skip=(("flex", 8, "not run in quick mode (eager on CPU, no backward): see the full run"),)),
     "smoke": Params(cases=(Case(2, 4, 0, 1),), width=24, depth=1, heads=4),
 }

@@ -255,7 +255,7 @@ def evaluate_run(run_dir: str | Path, store: str | Path, out_dir: str | Path | N
     meta = {"run": run.run_dir.name, "run_dir": portable_path(run.run_dir), "checkpoint": run.checkpoint.name,
             "epoch": run.epoch, "best_val_ade": run.best_val_ade, "store": portable_path(run.store),
             "fingerprint": run.index.fingerprint, "split": cfg.split, "n_rows": len(rows), "variant": name,
-            "preset": run.train_cfg.preset, "device": str(run.device), "eval_seconds": round(res["seconds"], 3),
+            "preset": run.train_cfg.preset, "seed": run.train_cfg.seed, "device": str(run.device), "eval_seconds": round(res["seconds"], 3),
             "frame": "world, metres", "tjepa_version": __version__}
     metrics = assemble_metrics(res["trajectory"], split=cfg.split, latent=res["latent"],
                                baselines=res["baselines"], stability=ro["stability"] if ro else None,

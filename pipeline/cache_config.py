@@ -39,6 +39,7 @@ class CacheConfig(ConfigMixin):
     future: int = 32
     rows_per_shard: int = 8
     window_frames: int = 0  # also encode every run of N sampled frames on its own (0: off)
+    dense_window: int = 0  # V-JEPA clip = the N frames before the split; the VLM keeps `past` uniform (0: off)
     workers: int | str = 0  # dask LocalCluster worker processes, or "auto" (one per GPU); 0: in-process
     scheduler: str | None = None  # address of an existing dask scheduler
     decode_workers: int | str = 0  # decode processes per model worker, or "auto"; 0: one prefetch thread
@@ -51,7 +52,7 @@ class CacheConfig(ConfigMixin):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name}={getattr(self, name)!r}; choose one of {allowed}")
         for name, low in (("batch_size", 1), ("limit", 1), ("think_tokens", 1), ("past", 2), ("future", 2),
-                          ("rows_per_shard", 1), ("window_frames", 0)):
+                          ("rows_per_shard", 1), ("window_frames", 0), ("dense_window", 0)):
             value = getattr(self, name)
             if value is not None and value < low:
                 raise ValueError(f"{name} must be >= {low}, got {value}")
@@ -88,7 +89,7 @@ class CacheConfig(ConfigMixin):
         return CacheJob(
             videos=Path(self.videos), out=out, encoders=encoders,
             sampling=SamplingConfig(n_past=self.past, n_future=self.future, window_frames=self.window_frames,
-                                    decoder=self.decoder),
+                                    decoder=self.decoder, dense_window=self.dense_window),
             layout=self.layout, batch_size=self.batch_size, device=self.device, generator=self.generator,
             vllm=vllm, rows_per_shard=self.rows_per_shard, limit=self.limit, retry_failed=self.retry_failed,
             workers=self._workers(), decode_workers=self.decode_workers, scheduler=self.scheduler,

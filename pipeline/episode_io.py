@@ -14,7 +14,7 @@ import numpy as np
 
 from tjepa.config_io import ConfigMixin
 from tjepa.errors import ConfigError
-from tjepa.pipeline.sampling import causal_split
+from tjepa.pipeline.sampling import sample_frames
 from tjepa.pipeline.sources import Episode
 from tjepa.pipeline.video import (
     DECODERS,
@@ -30,8 +30,11 @@ from tjepa.pipeline.video import (
 class SamplingConfig(ConfigMixin):
     """How frames are chosen and decoded; part of the store's fingerprint."""
 
-    n_past: int = 32
+    n_past: int = 32  # uniform observed frames (the VLM's; V-JEPA's too unless dense_window > 0)
     n_future: int = 32
+    # > 0: the V-JEPA observed clip (and the past supervision) is the `dense_window` consecutive
+    # frames ending at the split, while the VLM keeps the n_past uniform frames (sampling.py).
+    dense_window: int = 0
     # Frames are decoded straight to this short side (never upscaled): both encoders downsample
     # further anyway, and decoding 1080p frames at full size costs far more than the models' input.
     decode_short_side: int = 292
@@ -44,6 +47,11 @@ class SamplingConfig(ConfigMixin):
     def __post_init__(self) -> None:
         if self.decoder not in DECODERS:
             raise ConfigError(f"decoder={self.decoder!r}: one of {', '.join(DECODERS)}")
+        if self.dense_window < 0:
+            raise ConfigError(f"dense_window={self.dense_window} must be >= 0 (0: uniform sampling)")
+        if self.dense_window and self.window_frames:
+            raise ConfigError("dense_window and window_frames cannot be combined: rollout windows cut the uniform "
+                              "observed clip, which a dense window replaces")
         if self.window_frames and (self.window_frames < 1 or self.n_past % self.window_frames
                                    or self.n_future % self.window_frames):
             raise ConfigError(f"window_frames={self.window_frames} must divide both --past ({self.n_past}) and "
@@ -51,9 +59,16 @@ class SamplingConfig(ConfigMixin):
 
     def to_dict(self) -> dict:
         d = super().to_dict()
-        if not self.window_frames:  # absent when off, so stores made before the option keep their fingerprint
-            del d["window_frames"]
+        # absent when off, so stores made before these options keep their fingerprint
+        for name in ("window_frames", "dense_window"):
+            if not getattr(self, name):
+                del d[name]
         return d
+
+    @property
+    def vjepa_past_frames(self) -> int:
+        """Frames of the V-JEPA observed clip (the store's To)."""
+        return self.dense_window or self.n_past
 
 
 @dataclass
@@ -64,8 +79,10 @@ class LoadedEpisode:
     info: VideoInfo
     past_idx: np.ndarray
     future_idx: np.ndarray
+    vlm_idx: np.ndarray  # == past_idx unless the sampling is dense
     past_frames: np.ndarray  # uint8 [To, h, w, 3]
     future_frames: np.ndarray  # uint8 [Tf, h, w, 3]
+    vlm_frames: np.ndarray  # uint8 [n_past, h, w, 3]
     thumb: np.ndarray  # uint8 [th, tw, 3]: the last observed frame
     targets: dict[str, np.ndarray] | None
 
@@ -113,26 +130,30 @@ def load_episode(episode: Episode, cfg: SamplingConfig, thread_type: str = "FRAM
 
     `thread_type` is the decoder's threading (PyAV's names); the frames are the same either way."""
     info = probe(episode.video)
-    validate_for_sampling(info, cfg.n_past, cfg.n_future, episode.video)
-    past_idx, future_idx = causal_split(info.n_frames, cfg.n_past, cfg.n_future)
+    validate_for_sampling(info, cfg.n_past, cfg.n_future, episode.video, cfg.dense_window)
+    past_idx, future_idx, vlm_idx = sample_frames(info.n_frames, cfg.n_past, cfg.n_future, cfg.dense_window)
     # Labels first: a missing HDF5 should fail before paying for the decode.
     targets = None
     if episode.labels is not None:
         targets = load_targets(episode, info.n_frames, past_idx, future_idx)
-    wanted = np.concatenate([past_idx, future_idx])
+    dense = cfg.dense_window > 0
+    wanted = np.concatenate([past_idx, future_idx] + ([vlm_idx] if dense else []))
     size = decode_size(info, cfg.decode_short_side)
     if cfg.decoder == "nvdec":
         frames = decode_frames_nvdec(episode.video, wanted, size=size)
     else:
         frames = decode_frames(episode.video, wanted, size=size, thread_type=thread_type)
-    past, future = frames[: len(past_idx)], frames[len(past_idx) :]
+    n_p, n_f = len(past_idx), len(future_idx)
+    past, future = frames[:n_p], frames[n_p : n_p + n_f]
     return LoadedEpisode(
         episode=episode,
         info=info,
         past_idx=past_idx.astype(np.int32),
         future_idx=future_idx.astype(np.int32),
+        vlm_idx=vlm_idx.astype(np.int32),
         past_frames=past,
         future_frames=future,
+        vlm_frames=frames[n_p + n_f :] if dense else past,
         thumb=make_thumb(past[-1], cfg.thumb_size),
         targets=targets,
     )

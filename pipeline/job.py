@@ -91,7 +91,7 @@ def store_layout(job: CacheJob, with_targets: bool):
 
     dims = encoder_dims(job.encoders, n_frames=job.sampling.n_past)  # prompt capacity follows --past
     return StoreLayout(
-        n_past=job.sampling.n_past,
+        n_past=job.sampling.vjepa_past_frames,
         n_future=job.sampling.n_future,
         tubelet=dims["tubelet"],
         patches=dims["patches"],

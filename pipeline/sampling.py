@@ -1,22 +1,55 @@
 """The causal split: which frames the observed clip and the forecast horizon use (docs/method.md §2).
 
-One function, used by every branch (V-JEPA past/future, the VLM, the supervision), so that no branch
-can drift to other frames. The observed window is the first half of the episode, the horizon the
-second half, each sub-sampled uniformly; no past index ever reaches the second half.
+`sample_frames` is the one function every branch (V-JEPA past/future, the VLM, the supervision)
+takes its indices from, so that no branch can drift to other frames. The observed window is the
+first half of the episode, the horizon the second half; no past index ever reaches the second half.
+
+Two ways to sample the observed half (method.md §11, the paper's "dual-temporal pathway"):
+- uniform (`dense_window=0`, the authors' code): V-JEPA, the VLM and the past supervision all use
+  `n_past` frames spread uniformly over the observed half;
+- dense (`dense_window=W`): the V-JEPA observed clip and the past supervision are the W consecutive
+  frames that end at the split (native frame rate, fine motion), while the VLM keeps the `n_past`
+  uniform frames over the whole observed half (long-range context). The last observed frame is the
+  same in both (m - 1), so the anchor of the forecast does not move.
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 
-def min_frames_for_split(n_past: int = 32, n_future: int = 32) -> int:
-    """Smallest frame count T for which `causal_split(T, n_past, n_future)` succeeds.
+class FrameSampling(NamedTuple):
+    """Source frame indices (int64, strictly increasing) of one episode."""
 
-    With m = T // 2 we need m >= n_past and T - m = ceil(T / 2) >= n_future.
+    past: np.ndarray  # the V-JEPA observed clip and the past supervision
+    future: np.ndarray  # the V-JEPA future clip and the future supervision
+    vlm: np.ndarray  # what the VLM sees (== past unless dense)
+
+
+def min_frames_for_split(n_past: int = 32, n_future: int = 32, dense_window: int = 0) -> int:
+    """Smallest frame count T for which `sample_frames(T, n_past, n_future, dense_window)` succeeds.
+
+    With m = T // 2 we need m >= max(n_past, dense_window) and T - m = ceil(T / 2) >= n_future.
     """
     _check_counts(n_past, n_future)
-    return max(2 * n_past, 2 * n_future - 1)
+    _check_window(dense_window)
+    n_obs = max(n_past, dense_window)
+    return max(2 * n_obs, 2 * n_future - 1)
+
+
+def sample_frames(n_frames: int, n_past: int = 32, n_future: int = 32, dense_window: int = 0) -> FrameSampling:
+    """The indices of every branch for an episode of `n_frames` frames (see the module docstring)."""
+    _check_window(dense_window)
+    uniform_past, future = causal_split(n_frames, n_past, n_future)
+    if not dense_window:
+        return FrameSampling(uniform_past, future, uniform_past)
+    m = int(n_frames) // 2
+    if m < dense_window:
+        raise ValueError(f"{n_frames} frames cannot give a dense window of {dense_window} frames before the "
+                         f"split at {m}; need at least {min_frames_for_split(n_past, n_future, dense_window)} frames")
+    return FrameSampling(np.arange(m - dense_window, m, dtype=np.int64), future, uniform_past)
 
 
 def causal_split(n_frames: int, n_past: int = 32, n_future: int = 32) -> tuple[np.ndarray, np.ndarray]:
@@ -42,6 +75,11 @@ def causal_split(n_frames: int, n_past: int = 32, n_future: int = 32) -> tuple[n
     past = np.linspace(0, m - 1, n_past).astype(np.int64)
     future = np.linspace(m, n_frames - 1, n_future).astype(np.int64)
     return past, future
+
+
+def _check_window(dense_window: int) -> None:
+    if isinstance(dense_window, bool) or not isinstance(dense_window, (int, np.integer)) or dense_window < 0:
+        raise ValueError(f"dense_window must be an int >= 0 (0 = uniform sampling), got {dense_window!r}")
 
 
 def _check_counts(n_past: int, n_future: int) -> None:

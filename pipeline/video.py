@@ -74,16 +74,18 @@ def probe(path: str | Path, count_packets: bool = False) -> VideoInfo:
     return VideoInfo(n_frames=n_frames, fps=fps, width=width, height=height, codec=codec, rotation=rotation)
 
 
-def validate_for_sampling(info: VideoInfo, n_past: int, n_future: int, path: str | Path) -> None:
+def validate_for_sampling(info: VideoInfo, n_past: int, n_future: int, path: str | Path,
+                          dense_window: int = 0) -> None:
     """InputError when the video is too short for the causal split (the cache job's per-video check)."""
     from tjepa.pipeline.sampling import min_frames_for_split
 
-    need = min_frames_for_split(n_past, n_future)
+    need = min_frames_for_split(n_past, n_future, dense_window)
     if info.n_frames < need:
+        window = f" (dense V-JEPA window {dense_window})" if dense_window else ""
         raise InputError(
             path,
             f"too short: video has {info.n_frames} frames, needs at least {need} "
-            f"for {n_past} past + {n_future} future frames",
+            f"for {n_past} past + {n_future} future frames{window}",
         )
 
 

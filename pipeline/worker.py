@@ -143,9 +143,9 @@ def encode_batch(encoders, batch: list[LoadedEpisode], window_frames: int = 0) -
     windows = encode_windows(vjepa, batch, window_frames) if window_frames else None
     # Frame indices give the prompt's timestamps (index / fps), as HF's processor derives them.
     thoughts = thinker.think(
-        [ep.past_frames for ep in batch],
+        [ep.vlm_frames for ep in batch],
         fps=[ep.info.fps for ep in batch],
-        frame_indices=[ep.past_idx for ep in batch],
+        frame_indices=[ep.vlm_idx for ep in batch],
     )
     rows = []
     for i, ep in enumerate(batch):

@@ -231,3 +231,29 @@ def test_each_prompt_and_thinking_position_runs_once_through_the_text_model(pool
     g = zarr.open_group(str(out), mode="r")
     needed = int(g["vlm/prompt_len"][:].sum() + g["vlm/think_len"][:].sum())
     assert needed > 0 and needed <= counted <= 1.1 * needed, (counted, needed)
+
+
+def test_dense_window_store_splits_the_branches(reference_store, synth_root, tiny_models, tmp_path):
+    """--dense-window: V-JEPA past and the past supervision are the 16 frames before the split; the
+    VLM still sees the uniform frames (its states equal the uniform store's); the future is unchanged."""
+    from tjepa.pipeline.egodex import JOINT_NAMES
+
+    out = tmp_path / "dense.zarr"
+    res = run_cli(cache_args(synth_root, out, tiny_models, "--dense-window", "16"))
+    assert res.returncode == 0, res.stdout + res.stderr
+    g = zarr.open_group(str(out), mode="r")
+    assert g.attrs["config"]["sampling"]["dense_window"] == 16 and g.attrs["layout"]["n_past"] == 16
+    assert g.attrs["fingerprint"] != zarr.open_group(str(reference_store), mode="r").attrs["fingerprint"]
+    past_idx, n_frames = rows_by_video(out, "index/past_idx"), rows_by_video(out, "index/n_frames")
+    joints_past = rows_by_video(out, "targets/joints_past")
+    for video, idx in past_idx.items():
+        m = int(n_frames[video]) // 2
+        assert idx.tolist() == list(range(m - 16, m))
+        with h5py.File(synth_root / video.replace(".mp4", ".hdf5"), "r") as f:
+            world = np.stack([f[f"transforms/{name}"][:, :3, 3] for name in JOINT_NAMES], axis=1)
+        np.testing.assert_allclose(joints_past[video], world[idx], rtol=0, atol=1e-6)
+    for path in ("vlm/prompt_mean", "vlm/think_ids", "vjepa/future", "index/future_idx"):
+        a, b = rows_by_video(out, path), rows_by_video(reference_store, path)
+        for video in a:
+            np.testing.assert_array_equal(a[video], b[video], err_msg=path)
+    assert rows_by_video(out, "vjepa/past")[video].shape[0] == 8  # 16 frames in tubelets of 2

@@ -37,7 +37,7 @@ def test_item_shapes_dtypes_and_values(store):
     expect = {"vjepa_past": (to // tb, p, d), "vjepa_future": (tf // tb, p, d),
               "prompt_mean": (3, FC.vlm_width), "think_mean": (3, FC.vlm_width),
               "joints_past": (to, 52, 3), "valid_past": (to, 52), "joints_future": (tf, 52, 3),
-              "valid_future": (tf, 52), "cam_last": (4, 4), "row": ()}
+              "valid_future": (tf, 52), "cam_last": (4, 4), "past_idx": (to,), "future_idx": (tf,), "row": ()}
     assert {k: tuple(v.shape) for k, v in item.items()} == expect
     for k, v in item.items():
         want = torch.bool if k.startswith("valid") else torch.long if k == "row" else torch.float32

@@ -162,7 +162,7 @@ def test_changing_the_first_step_changes_every_later_step():
 
 
 def test_oracle_camera_maps_each_step_with_its_true_pose():
-    model = _window_model(anchor="none")
+    model = _window_model(anchor="none", time_scaled_offsets=False)
     batch = _video_batch(model.cfg)
     rec = Recorder(model)
     out = rollout(rec, batch, steps=3, camera="oracle")

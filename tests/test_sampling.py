@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tjepa.pipeline.sampling import causal_split, min_frames_for_split
+from tjepa.pipeline.sampling import causal_split, min_frames_for_split, sample_frames
 
 
 @st.composite
@@ -152,3 +152,27 @@ def test_bad_arguments():
         causal_split(63)
     past, _ = causal_split(np.int64(64))
     assert past.size == 32
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 32), st.integers(1, 32), st.integers(1, 32), st.integers(0, 400))
+def test_dense_window_sampling(n_past, n_future, window, extra):
+    """Dense: V-JEPA/supervision = the `window` frames ending at the split; the VLM keeps the uniform frames."""
+    n_frames = min_frames_for_split(n_past, n_future, window) + extra
+    s = sample_frames(n_frames, n_past, n_future, window)
+    m = n_frames // 2
+    assert s.past.tolist() == list(range(m - window, m))  # native frame rate, ends at the split
+    uniform_past, future = causal_split(n_frames, n_past, n_future)
+    assert np.array_equal(s.vlm, uniform_past) and np.array_equal(s.future, future)
+    assert s.past.max() < s.future.min() and s.vlm.max() < s.future.min()
+    assert s.past[-1] == m - 1 and (n_past == 1 or s.vlm[-1] == m - 1)  # same last observed frame (anchor)
+
+
+def test_dense_window_off_is_the_uniform_split_and_too_short_is_refused():
+    s = sample_frames(150, 16, 16)
+    assert np.array_equal(s.past, s.vlm) and np.array_equal(s.past, causal_split(150, 16, 16)[0])
+    assert min_frames_for_split(8, 8, 40) == 80
+    with pytest.raises(ValueError, match="dense window of 40"):
+        sample_frames(79, 8, 8, 40)
+    with pytest.raises(ValueError, match="dense_window"):
+        sample_frames(100, 8, 8, -1)

@@ -11,7 +11,18 @@ import sys
 import typer
 
 from tjepa import __version__
-from tjepa.commands import build_models, cache, compare, evaluate, inspect, predict, synth, train, validate
+from tjepa.commands import (
+    build_models,
+    cache,
+    compare,
+    evaluate,
+    inspect,
+    predict,
+    probe,
+    synth,
+    train,
+    validate,
+)
 from tjepa.errors import TjepaError
 
 app = typer.Typer(
@@ -44,6 +55,7 @@ app.command("validate")(validate.validate)
 app.command("train")(train.train)
 app.command("eval")(evaluate.evaluate)
 app.command("compare")(compare.compare)
+app.command("probe")(probe.probe)
 app.command("predict")(predict.predict)
 
 

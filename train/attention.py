@@ -8,7 +8,10 @@ Tokens are frame-major: token i belongs to frame i // frame_len. Implementations
 - `flex`: flex_attention with a block mask (compiled on CUDA; eager on CPU, which materialises scores).
 - `dense`: SDPA with the full [N, N] boolean mask. The reference for tests and benchmarks only:
   at the published size (16,384 tokens) the mask alone is 268 MB.
-- `auto`: flex on CUDA, sdpa_per_frame elsewhere (the faster exact path measured on CPU).
+- `auto`: flex on CUDA; on CPU one dense-mask SDPA call up to DENSE_AUTO_MAX_TOKENS tokens (the tiny
+  demo: with 16 tokens a frame, one call per frame pays its overhead 16-64 times per layer;
+  `python -m benchmarks --only attention` has the demo's size as its first case), sdpa_per_frame
+  above (where the [N, N] mask and the masked-out half of the scores cost more).
 """
 
 from __future__ import annotations
@@ -23,16 +26,21 @@ from torch import Tensor, nn
 from tjepa.train.rope import apply_rope
 
 IMPLS = ("sdpa_per_frame", "flex", "dense")
+DENSE_AUTO_MAX_TOKENS = 2048
 
 
-def resolve_impl(impl: str, device: torch.device) -> str:
+def resolve_impl(impl: str, device: torch.device, n_tokens: int | None = None) -> str:
     if impl == "auto":
-        return "flex" if device.type == "cuda" else "sdpa_per_frame"
+        if device.type == "cuda":
+            return "flex"
+        small = n_tokens is not None and n_tokens <= DENSE_AUTO_MAX_TOKENS
+        return "dense" if small else "sdpa_per_frame"
     if impl not in IMPLS:
         raise ValueError(f"unknown attention impl {impl!r}; choose auto or one of {IMPLS}")
     return impl
 
 
+@functools.lru_cache(maxsize=8)
 def dense_frame_causal_mask(n_tokens: int, frame_len: int, device: torch.device | None = None) -> Tensor:
     frame = torch.arange(n_tokens, device=device) // frame_len
     return frame[None, :] <= frame[:, None]  # [query, key]: True = may attend
@@ -85,7 +93,7 @@ def frame_causal_attention(q: Tensor, k: Tensor, v: Tensor, frame_len: int, impl
     n = q.shape[-2]
     if n % frame_len:
         raise ValueError(f"{n} tokens is not a whole number of frames of {frame_len} tokens")
-    impl = resolve_impl(impl, q.device)
+    impl = resolve_impl(impl, q.device, n)
     if impl == "sdpa_per_frame":
         return _sdpa_per_frame(q, k, v, frame_len, frames_per_call)
     if impl == "flex":

@@ -27,6 +27,7 @@ HEADS = ("ours", "release")
 ROPES = ("thw", "frame_patch")
 INITS = ("ours", "release")
 COND_STYLES = ("ours", "release")
+POSITIONS = ("slots", "frame_time")
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,16 @@ class ModelConfig(ConfigMixin):
     # A learned, zero-initialised offset per future step (camera frame): the mean motion pattern is
     # then one parameter away instead of something the predicted latents must encode. Tiny preset only.
     step_bias: bool = False
+    # Anchor offsets are multiplied by the elapsed fraction of the horizon at each step,
+    # (t_j - t_last) / (t_end - t_last), from the frame indices: a step one frame after the split can
+    # only move a frame's worth, so the first steps stay at persistence instead of inheriting the
+    # whole horizon's motion from features that barely differ between steps. Tiny preset only; it
+    # scales offsets from the anchor, so with anchor="none" (no offsets) it has nothing to act on.
+    time_scaled_offsets: bool = False
+    # RoPE time of each frame slot: "slots" (its index; right for uniform sampling) or "frame_time"
+    # (its source frame, in steps of the horizon's sampling: needed when the observed clip is a dense
+    # window, whose slots are not evenly spread; needs past_idx/future_idx in the batch).
+    positions: str = "slots"
     # --- variant and ablations ---
     variant: str = "thinkjepa"  # thinkjepa | jepa (no guidance) | vlm (visual inputs zeroed)
     stream: str = "both"  # prompt | think | both: the unused stream contributes zeros
@@ -96,6 +107,7 @@ class ModelConfig(ConfigMixin):
             ("rope", ROPES),
             ("init", INITS),
             ("cond_style", COND_STYLES),
+            ("positions", POSITIONS),
         ):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"ModelConfig.{name}={getattr(self, name)!r}; choose one of {allowed}")
@@ -196,11 +208,13 @@ TINY = ModelConfig(
     head_dropout=0.0,
     anchor="last_observed",
     step_bias=True,
+    time_scaled_offsets=True,
 )
 
 # What makes a model the authors' release rather than ours, independent of its size.
 RELEASE_COMPONENTS: dict[str, Any] = dict(head="release", step_pool="pairs", rope="frame_patch", init="release",
-                                          cond_style="release", anchor="none", step_bias=False)
+                                          cond_style="release", anchor="none", step_bias=False,
+                                          time_scaled_offsets=False)
 RELEASE = PAPER.replace(**RELEASE_COMPONENTS)
 TINY_RELEASE = TINY.replace(**RELEASE_COMPONENTS)
 

@@ -26,6 +26,8 @@ _BASE = {
     "joints_past": "joints_past", "valid_past": "valid_past",
     "joints_future": "joints_future", "valid_future": "valid_future",
     "cam_last": "cam_past",
+    # source frame index of every slot: real time for positions and time-scaled offsets
+    "past_idx": "past_idx", "future_idx": "future_idx",
 }
 _TOKENS = {k: k for k in ("prompt_tokens", "prompt_len", "think_tokens", "think_len")}
 __all__ = ["CacheDataset", "StoreIndex", "captured_layers", "level_positions", "read_index", "to_device"]

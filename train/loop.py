@@ -97,6 +97,18 @@ def _setup(device: str) -> Dist:
 
 
 
+def store_model_overrides(store_config: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """`overrides` plus what the store's sampling demands: a dense observed window spreads its frame
+    slots unevenly in time, so RoPE must read real frame times (slot indices would be wrong)."""
+    window = int((store_config.get("sampling") or {}).get("dense_window", 0) or 0)
+    if not window:
+        return dict(overrides)
+    if overrides.get("positions", "frame_time") != "frame_time":
+        raise TjepaError(f"the store's V-JEPA clip is a dense window of {window} frames: positions must be "
+                         f"'frame_time', not {overrides['positions']!r}")
+    return {**overrides, "positions": "frame_time"}
+
+
 def _head_group(group: dict[str, Any]) -> bool:
     name = group.get("name")
     if name is None:
@@ -194,7 +206,7 @@ class Trainer:
             raise TjepaError("rollout mode (--rollout) trains in one process; launch it without torchrun")
         self.amp = cfg.amp and self.d.device.type == "cuda"
         index = read_index(store)
-        overrides = model_overrides_of(model_overrides)
+        overrides = store_model_overrides(index.config, model_overrides_of(model_overrides))
         conditioning = overrides.get("conditioning", preset_config(cfg.preset).conditioning)
         with_tokens = needs_tokens(conditioning)
         probe = CacheDataset(store, rows=[], levels=cfg.levels, with_tokens=with_tokens)

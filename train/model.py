@@ -78,7 +78,12 @@ class ThinkJEPA(nn.Module):
         if cfg.variant == "vlm":
             past = torch.zeros_like(past)
         guidance = self.guidance(batch) if (self.guidance is not None and use_guidance) else None
-        pred_frames = self.predictor(past, future_tubelets, guidance, time_offset)
+        times = slot_times(batch, past.shape[1] * cfg.tubelet, future_tubelets * cfg.tubelet)
+        if cfg.positions == "frame_time" and times is None:
+            raise ConfigMismatchError("positions='frame_time' needs the batch keys past_idx and future_idx "
+                                      "(the store's frame indices)")
+        pred_frames = self.predictor(past, future_tubelets, guidance, time_offset,
+                                     frame_times=times if cfg.positions == "frame_time" else None)
         pred_future = pred_frames.unflatten(1, (future_tubelets, cfg.tubelet)).mean(dim=2)
         # "future" pooling reads only the last observed frame slot, which is the last tubelet.
         if cfg.step_pool == "future":
@@ -87,18 +92,26 @@ class ThinkJEPA(nn.Module):
             observed = past.repeat_interleave(cfg.tubelet, dim=1)
         traj_cam, traj_world = self.head(observed.to(pred_frames.dtype), pred_frames, batch.get("cam_last"))
         if cfg.anchor == "last_observed" and "cam_last" in batch:  # unlabelled batches have no trajectory
-            traj_cam, traj_world = self._add_anchor(batch, traj_cam, traj_world)
+            scale = elapsed_fraction(times, traj_cam.shape[1]) if cfg.time_scaled_offsets else None
+            traj_cam, traj_world = self._add_anchor(batch, traj_cam, traj_world, scale)
         return ModelOutput(pred_future, pred_frames, traj_cam, traj_world)
 
     @staticmethod
-    def _add_anchor(batch: Mapping[str, Tensor], traj_cam: Tensor, traj_world: Tensor | None):
-        """Offsets -> positions: add each joint's last observed position (zero where it was invalid)."""
+    def _add_anchor(batch: Mapping[str, Tensor], traj_cam: Tensor, traj_world: Tensor | None,
+                    scale: Tensor | None = None):
+        """Offsets -> positions: add each joint's last observed position (zero where it was invalid),
+        after multiplying the offsets by `scale` [B or 1, Tf] when given."""
         missing = [k for k in ("joints_past", "valid_past") if k not in batch]
         if missing:
             raise ConfigMismatchError(f"anchor='last_observed' needs batch keys {missing}")
         last = batch["joints_past"][:, -1].float() * batch["valid_past"][:, -1, :, None]  # [B, J, 3] world
         pose = batch["cam_last"].float()
         rot, trans = pose[:, :3, :3], pose[:, :3, 3]
+        if scale is not None:
+            scale = scale[..., None, None].to(traj_cam)
+            traj_cam = traj_cam * scale
+            if traj_world is not None:  # world = R @ cam + t, so scaling the offset scales (world - t)
+                traj_world = (traj_world - trans[:, None, None]) * scale + trans[:, None, None]
         offset_world = last - trans[:, None]  # = R @ anchor_cam
         anchor_cam = torch.einsum("bji,bkj->bki", rot, offset_world)  # R^T (p - t)
         traj_cam = traj_cam + anchor_cam[:, None]
@@ -140,6 +153,31 @@ class ThinkJEPA(nn.Module):
         counts = {k: sum(p.numel() for p in m.parameters()) if m is not None else 0 for k, m in parts.items()}
         counts["total"] = sum(counts.values())
         return counts
+
+
+def slot_times(batch: Mapping[str, Tensor], n_obs: int, n_fut: int) -> Tensor | None:
+    """Real time of every frame slot [B, n_obs + n_fut] from the batch's source frame indices, or None
+    when it carries none. Unit: the horizon's mean step (last observed -> last future frame, over
+    n_fut steps); the last observed frame sits at n_obs - 1, so uniform sampling gives about the slot
+    indices while a dense observed window packs its slots just before the split."""
+    if "past_idx" not in batch or "future_idx" not in batch:
+        return None
+    past, fut = batch["past_idx"].double(), batch["future_idx"].double()
+    if past.shape[-1] != n_obs or fut.shape[-1] != n_fut:
+        raise ConfigMismatchError(f"past_idx / future_idx have {past.shape[-1]} / {fut.shape[-1]} frames; the "
+                                  f"model has {n_obs} observed and {n_fut} future frame slots")
+    last = past[:, -1:]
+    step = ((fut[:, -1:] - last) / n_fut).clamp_min(1e-9)
+    return ((torch.cat((past, fut), dim=1) - last) / step + (n_obs - 1)).float()
+
+
+def elapsed_fraction(times: Tensor | None, n_fut: int) -> Tensor:
+    """(t_j - t_last) / (t_end - t_last) per future step: [B, n_fut] from `slot_times`, or the
+    uniform (j + 1) / n_fut as [1, n_fut] when the batch has no frame indices (e.g. window batches)."""
+    if times is None:
+        return (torch.arange(1, n_fut + 1, dtype=torch.float32) / n_fut)[None]
+    n_obs = times.shape[1] - n_fut
+    return (times[:, n_obs:] - (n_obs - 1)) / n_fut
 
 
 def random_batch(cfg: ModelConfig, batch_size: int = 2, past_tubelets: int | None = None,

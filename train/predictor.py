@@ -2,7 +2,8 @@
 
 Observed tubelet latents are embedded and repeated once per frame of their tubelet; future slots are
 a learned mask token. Positions come only from RoPE on q/k: 3-D (t, h, w), or the release's (frame,
-flattened patch). Attention is frame-causal. Before every block the guidance conditions the stream
+flattened patch); the frame coordinate is the slot index, or the real time of the slot's frame when
+the sampling is not uniform (ModelConfig.positions). Attention is frame-causal. Before every block the guidance conditions the stream
 (FiLM), the block's norms (AdaLN), or adds a gated cross-attention to the VLM tokens of the block's
 level. `cond_style="release"` swaps in the release's operators: AdaLN = LayerNorm of the stream, then
 the same FiLM, before each block; cross-attention = a gated MHA before each block, not inside it.
@@ -118,9 +119,10 @@ class GuidedPredictor(nn.Module):
             blk.mlp.fc2.weight.data.div_(math.sqrt(2.0 * (i + 1)))
 
     def forward(self, past: Tensor, future_tubelets: int, guidance: Guidance | None = None,
-                time_offset: float = 0.0, return_all: bool = False) -> Tensor:
+                time_offset: float = 0.0, return_all: bool = False, frame_times: Tensor | None = None) -> Tensor:
         """past [B, To/t, P, D] tubelet latents -> predicted future frame slots [B, Tf, P, D]
-        (Tf = future_tubelets * tubelet), or all To + Tf slots with `return_all` (for tests)."""
+        (Tf = future_tubelets * tubelet), or all To + Tf slots with `return_all` (for tests).
+        `frame_times` [B, To + Tf]: the real time of each frame slot for RoPE (default: slot index)."""
         cfg = self.cfg
         b, n_tub, p, _ = past.shape
         if p != cfg.patches:
@@ -129,7 +131,7 @@ class GuidedPredictor(nn.Module):
         obs = self.embed(past).repeat_interleave(cfg.tubelet, dim=1)  # embed-then-repeat == repeat-then-embed
         fut = self.mask_token.to(obs.dtype).expand(b, n_fut, p, cfg.width)
         x = torch.cat((obs, fut), dim=1).flatten(1, 2)  # [B, (To+Tf)*P, W], frame-major
-        pos = token_positions(n_obs + n_fut, cfg.grid_h, cfg.grid_w, time_offset, device=x.device)
+        pos = token_positions(n_obs + n_fut, cfg.grid_h, cfg.grid_w, time_offset, x.device, frame_times)
         cos, sin = self.rope.angles(pos)
         for i, blk in enumerate(self.blocks):
             if guidance is None or self.mode is None:

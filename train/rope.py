@@ -17,13 +17,24 @@ def axis_dim(head_dim: int) -> int:
 
 
 def token_positions(n_frames: int, grid_h: int, grid_w: int, time_offset: float = 0.0,
-                    device: torch.device | None = None) -> Tensor:
-    """[(n_frames*grid_h*grid_w), 3] float positions (t, h, w), frame-major then row-major patches."""
-    t = torch.arange(n_frames, device=device, dtype=torch.float32) + float(time_offset)
-    h = torch.arange(grid_h, device=device, dtype=torch.float32)
-    w = torch.arange(grid_w, device=device, dtype=torch.float32)
-    grid = torch.stack(torch.meshgrid(t, h, w, indexing="ij"), dim=-1)
-    return grid.reshape(-1, 3)
+                    device: torch.device | None = None, frame_times: Tensor | None = None) -> Tensor:
+    """[(n_frames*grid_h*grid_w), 3] float positions (t, h, w), frame-major then row-major patches.
+
+    The time of frame slot i is i (uniform sampling), or `frame_times[..., i]` when given
+    ([n_frames] or per sample [B, n_frames] -> positions [B, N, 3]); `time_offset` is added to both."""
+    if frame_times is None:
+        t = torch.arange(n_frames, device=device, dtype=torch.float32)
+    else:
+        if frame_times.shape[-1] != n_frames:
+            raise ValueError(f"frame_times has {frame_times.shape[-1]} frames, expected {n_frames}")
+        t = frame_times.to(device=device, dtype=torch.float32)
+    t = t + float(time_offset)
+    hw = torch.stack(torch.meshgrid(torch.arange(grid_h, device=device, dtype=torch.float32),
+                                    torch.arange(grid_w, device=device, dtype=torch.float32), indexing="ij"), -1)
+    hw = hw.reshape(-1, 2)  # [P, 2]
+    tt = t[..., :, None, None].expand(*t.shape, hw.shape[0], 1)  # [..., F, P, 1]
+    grid = torch.cat((tt, hw.expand(*t.shape, *hw.shape)), dim=-1)
+    return grid.flatten(-3, -2)
 
 
 class Rope3D(nn.Module):
@@ -37,8 +48,11 @@ class Rope3D(nn.Module):
         self.register_buffer("inv_freq", inv_freq, persistent=False)
 
     def angles(self, positions: Tensor) -> tuple[Tensor, Tensor]:
-        """positions [N, 3] -> (cos, sin), each [N, 3, d/2] in float32."""
-        ang = positions.float()[:, :, None] * self.inv_freq.to(positions.device)[None, None, :]
+        """positions [N, 3] -> (cos, sin), each [N, 3, d/2] in float32; per-sample positions
+        [B, N, 3] -> [B, 1, N, 3, d/2] (broadcast over the heads of q, k [B, heads, N, d])."""
+        ang = positions.float()[..., None] * self.inv_freq.to(positions.device)
+        if ang.dim() == 4:
+            ang = ang[:, None]
         return ang.cos(), ang.sin()
 
     def forward(self, positions: Tensor) -> tuple[Tensor, Tensor]:

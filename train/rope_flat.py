@@ -33,10 +33,13 @@ class FramePatchRope(nn.Module):
         self.register_buffer("inv_freq", inv_freq.repeat(2), persistent=False)  # tiled, [d]
 
     def angles(self, positions: Tensor) -> tuple[Tensor, Tensor]:
-        """positions [N, 3] (t, h, w), as token_positions gives them -> (cos, sin), each [N, 2, d]."""
+        """positions [N, 3] (t, h, w), as token_positions gives them -> (cos, sin), each [N, 2, d];
+        per-sample positions [B, N, 3] -> [B, 1, N, 2, d] (broadcast over heads)."""
         pos = positions.float()
-        axes = torch.stack((pos[:, 0], pos[:, 1] * self.grid_w + pos[:, 2]), dim=1)  # (frame, flat patch)
-        ang = axes[:, :, None] * self.inv_freq.to(pos.device)
+        axes = torch.stack((pos[..., 0], pos[..., 1] * self.grid_w + pos[..., 2]), dim=-1)  # (frame, flat patch)
+        ang = axes[..., None] * self.inv_freq.to(pos.device)
+        if ang.dim() == 4:
+            ang = ang[:, None]
         return ang.cos(), ang.sin()
 
     def forward(self, positions: Tensor) -> tuple[Tensor, Tensor]:

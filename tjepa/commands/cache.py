@@ -72,6 +72,9 @@ def cache(
         "--window-frames", min=0, help="Also encode every run of N sampled frames in its own V-JEPA forward "
                                        "(vjepa/windows: leak-free rollout training; N divides --past and "
                                        "--future, e.g. 4). 0 (default): off.")] = None,
+    dense_window: Annotated[int | None, typer.Option(
+        "--dense-window", min=0, help="W > 0: the V-JEPA observed clip is the W consecutive frames ending at the split "
+                                      "(dual-temporal pathway); the VLM keeps --past uniform. 0 (default): off.")] = None,
     workers: Annotated[
         str | None,
         typer.Option("--workers", help="dask LocalCluster worker processes: N, or auto (one per GPU); 0 (default) runs in-process."),
@@ -115,7 +118,7 @@ def cache(
         cache__layout=layout, cache__device=device, cache__batch_size=batch_size, cache__limit=limit,
         cache__retry_failed=retry_failed, cache__keep_tokens=keep_tokens, cache__layers=_layers(layers),
         cache__think_tokens=think_tokens, cache__past=past, cache__future=future,
-        cache__rows_per_shard=rows_per_shard, cache__window_frames=window_frames, cache__workers=workers,
+        cache__rows_per_shard=rows_per_shard, cache__window_frames=window_frames, cache__dense_window=dense_window, cache__workers=workers,
         cache__scheduler=scheduler, cache__decode_workers=decode_workers, cache__decoder=decoder,
         cache__generator=generator, cache__gpu_memory_utilization=gpu_memory_utilization)
     from_file = load_file(config) if config else {}
