@@ -57,13 +57,13 @@ def _init_decoder_process(owner: int) -> None:
 def _call(fn: Callable, item):
     """Runs in a decode process: an error that would not unpickle in the parent (which breaks the pool
     and looks like a crash) is sent as a RuntimeError with its type and message instead."""
-    import pickle
+    import copy
 
     try:
         return fn(item)
     except Exception as err:
-        try:
-            pickle.loads(pickle.dumps(err))
+        try:  # deepcopy rebuilds the error through the same __reduce__ that unpickling uses
+            copy.deepcopy(err)
         except Exception:
             raise RuntimeError(f"{type(err).__name__}: {err}") from None
         raise

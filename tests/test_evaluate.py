@@ -93,6 +93,7 @@ def _direct_batch(store, rows):
                                               ("joints_future", "targets/joints_future"))}
     batch["valid_past"], batch["valid_future"] = get("targets/valid_past"), get("targets/valid_future")
     batch["cam_last"] = get("targets/cam_past")[:, -1].float()
+    batch["past_idx"], batch["future_idx"] = get("index/past_idx"), get("index/future_idx")  # real frame times
     return batch, np.asarray(g["index/past_idx"].oindex[idx]), np.asarray(g["index/future_idx"].oindex[idx])
 
 
