@@ -1,15 +1,24 @@
 """Side-by-side comparison of several evaluations (`tjepa compare`).
 
-Each argument may be a `metrics.json` file, an eval directory holding one, or a run directory holding
-`eval/metrics.json` (tried in that order). A row's name is `meta.run` when the file records it, else
-the directory name (the run directory's for `<run>/eval/`). Baselines depend only on the data, so
-they are shown once per distinct (split, store fingerprint, n) rather than once per run.
+Each argument may be a `metrics.json` file, an eval directory holding one, a run directory holding
+`eval/metrics.json` (tried in that order), or a directory of `seed<N>/` evaluations (and no
+metrics.json of its own), which gives all of them. A row's name is `meta.run` when the file records
+it, else the directory name (the run directory's for `<run>/eval/`); a `seed<N>` directory or run
+takes its parent's name, so `reports/jepa/seed42`, `.../seed43` are seeds of one model `jepa`.
+
+Seeds: the evaluations of one name on the same data (split, store fingerprint, n) are one row holding
+the means, `ade_std`, `fde_std`, `acc_std` (sample standard deviation, ddof=1; None for one seed) and
+`seeds` (the sorted training seeds, from the eval's meta or the run's config.json). A name seen again
+with an unknown or repeated seed is another model and gets a numeric suffix. Baselines depend only
+on the data, so they are shown once per distinct (split, store fingerprint, n) rather than once per run.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +45,9 @@ PAPER_NOTE = ("Published numbers (ThinkJEPA paper, arXiv 2603.22281, Table 1 / T
               "future frames. NOT comparable to runs on synthetic data or other splits; shown for "
               "orientation only.")
 
-COLUMNS = ("kind", "name", "split", "n", "ade", "fde", "acc", "latent_l2", "threshold")
+COLUMNS = ("kind", "name", "split", "n", "ade", "fde", "acc", "latent_l2", "threshold",
+           "ade_std", "fde_std", "acc_std", "seeds", "n_seeds")
+_SEED_DIR = re.compile(r"^seed(\d+)$")
 
 
 @dataclass(frozen=True)
@@ -44,6 +55,12 @@ class Entry:
     name: str
     path: Path  # the metrics.json
     metrics: dict[str, Any]
+    seed: int | None = None  # the training seed, when known
+
+    @property
+    def data(self) -> tuple:
+        """Which data it was scored on: (split, store fingerprint, n)."""
+        return (self.metrics["split"], (self.metrics.get("meta") or {}).get("fingerprint"), self.metrics["n"])
 
 
 def resolve_metrics_path(arg: str | Path) -> Path:
@@ -59,23 +76,58 @@ def resolve_metrics_path(arg: str | Path) -> Path:
                      + " (run `tjepa eval` first)")
 
 
-def _default_name(metrics_path: Path) -> str:
+def resolve_metrics_paths(arg: str | Path) -> list[Path]:
+    """Like `resolve_metrics_path`, but a directory of `seed<N>/` evaluations (with no metrics.json
+    of its own) gives each of them, by seed; one of them without metrics is an error, not a gap."""
+    p = Path(arg)
+    seeds = [d for d in p.iterdir() if d.is_dir() and _SEED_DIR.match(d.name)] if p.is_dir() else []
+    if seeds and not (p / METRICS_FILE).is_file():
+        return [resolve_metrics_path(d) for d in sorted(seeds, key=lambda d: int(d.name[4:]))]
+    return [resolve_metrics_path(p)]
+
+
+def _entry_name(meta: dict[str, Any], metrics_path: Path) -> str:
     d = metrics_path.parent
-    return d.parent.name if d.name == "eval" and d.parent.name else d.name
+    d = d.parent if d.name == "eval" and d.parent.name else d
+    run = str(meta.get("run") or "")
+    if run and not _SEED_DIR.match(run):
+        return run
+    if _SEED_DIR.match(d.name) and d.parent.name:
+        return d.parent.name
+    if run and meta.get("run_dir") and Path(meta["run_dir"]).parent.name:  # runs/<name>/seed<N>
+        return Path(meta["run_dir"]).parent.name
+    return run or d.name
+
+
+def _seed(meta: dict[str, Any], metrics_path: Path) -> int | None:
+    """The training seed: recorded by `tjepa eval`, else the run's config.json (`train.seed`)."""
+    if meta.get("seed") is not None:
+        return int(meta["seed"])
+    if not meta.get("run_dir"):
+        return None
+    cfg = Path(str(meta["run_dir"])) / "config.json"
+    if not cfg.is_file():
+        return None
+    try:
+        return int(json.loads(cfg.read_text())["train"]["seed"])
+    except (ValueError, KeyError, TypeError) as err:
+        raise InputError(cfg, f"cannot read the training seed of {metrics_path} from it ({err!r})") from err
 
 
 def load_entries(args: Sequence[str | Path]) -> list[Entry]:
-    """Load every argument; duplicate names get a numeric suffix."""
+    """Load every argument (seed directories expanded). An entry whose name was seen before joins it
+    as another seed when every seed of that name is known and its own is new on the same data;
+    otherwise it is a different model and gets a numeric suffix."""
     entries: list[Entry] = []
-    seen: dict[str, int] = {}
-    for a in args:
-        path = resolve_metrics_path(a)
+    for path in (path for a in args for path in resolve_metrics_paths(a)):
         m = read_metrics_json(path)
-        name = str((m.get("meta") or {}).get("run") or _default_name(path))
-        seen[name] = seen.get(name, 0) + 1
-        if seen[name] > 1:
-            name = f"{name} ({seen[name]})"
-        entries.append(Entry(name, path, m))
+        meta = m.get("meta") or {}
+        e = Entry(_entry_name(meta, path), path, m, _seed(meta, path))
+        same = [p for p in entries if p.name == e.name]
+        if same and (e.seed is None or any(p.seed is None or (p.seed, p.data) == (e.seed, e.data) for p in same)):
+            k = 1 + len({p.name for p in entries if p.name == e.name or p.name.startswith(f"{e.name} (")})
+            e = Entry(f"{e.name} ({k})", path, m, e.seed)
+        entries.append(e)
     return entries
 
 
@@ -83,62 +135,118 @@ def _num(x: Any) -> float:
     return float("nan") if x is None else float(x)
 
 
+def _mean(vals: Sequence[float]) -> float:
+    return float("nan") if any(math.isnan(v) for v in vals) else statistics.fmean(vals)
+
+
+def _std(vals: Sequence[float]) -> float | None:
+    """Sample standard deviation (ddof=1); None for one value or a missing one."""
+    return None if len(vals) < 2 or any(math.isnan(v) for v in vals) else statistics.stdev(vals)
+
+
+def _model_row(e: Entry) -> dict[str, Any]:
+    m = e.metrics
+    return {"kind": "model", "name": e.name, "split": m["split"], "n": m["n"],
+            "ade": _num(m["ade"]), "fde": _num(m["fde"]), "acc": _num(m["acc"]),
+            "latent_l2": _num((m.get("latent") or {}).get("l2")), "threshold": m.get("threshold"),
+            "egodex": _egodex_cells(m.get("egodex")), "source": portable_path(e.path)}
+
+
+def _aggregate(group: Sequence[Entry]) -> dict[str, Any]:
+    """The evaluations of one model on one data (its seeds) -> one row of means and sample stds."""
+    rows = [_model_row(e) for e in group]
+    thresholds = {r["threshold"] for r in rows}
+    if len(thresholds) > 1:
+        raise InputError(group[0].path, f"the seeds of {group[0].name!r} were scored with different Acc "
+                                        f"thresholds {sorted(thresholds)} ({', '.join(r['source'] for r in rows)}); "
+                                        "evaluate them alike")
+    out = dict(rows[0])
+    for key in ("ade", "fde", "acc", "latent_l2"):
+        out[key] = _mean([r[key] for r in rows])
+    for key in ("ade", "fde", "acc"):
+        out[f"{key}_std"] = _std([r[key] for r in rows])
+    seeds = [e.seed for e in group]
+    out["seeds"] = sorted(seeds) if None not in seeds else []
+    out["n_seeds"] = len(rows)
+    out["egodex"] = _aggregate_egodex([r["egodex"] for r in rows])
+    out["source"] = ", ".join(r["source"] for r in rows)
+    return out
+
+
 def comparison_rows(entries: Sequence[Entry]) -> list[dict[str, Any]]:
-    """Model rows plus de-duplicated baseline rows, sorted by ADE (missing ADE last)."""
-    rows: list[dict[str, Any]] = []
-    baseline_groups: dict[tuple, list[str]] = {}
+    """Model rows (seeds aggregated) plus de-duplicated baseline rows, sorted by ADE (missing ADE last)."""
+    models: dict[tuple, list[Entry]] = {}
+    for e in entries:
+        models.setdefault((e.name, e.data), []).append(e)
+    rows = [_aggregate(group) for group in models.values()]
+    for r, (_, data) in zip(rows, models, strict=True):
+        r["_group"] = data
+    seen_baselines: set[tuple] = set()
     for e in entries:
         m = e.metrics
-        meta = m.get("meta") or {}
-        rows.append({"kind": "model", "name": e.name, "split": m["split"], "n": m["n"],
-                     "ade": _num(m["ade"]), "fde": _num(m["fde"]), "acc": _num(m["acc"]),
-                     "latent_l2": _num((m.get("latent") or {}).get("l2")), "threshold": m.get("threshold"),
-                     "egodex": _egodex_cells(m.get("egodex")), "source": portable_path(e.path)})
-        group = (m["split"], meta.get("fingerprint"), m["n"])
         for bname, b in (m.get("baselines") or {}).items():
-            key = (bname, *group)
-            if key in baseline_groups:
-                baseline_groups[key].append(e.name)
+            if (bname, e.data) in seen_baselines:
                 continue
-            baseline_groups[key] = [e.name]
+            seen_baselines.add((bname, e.data))
             rows.append({"kind": "baseline", "name": bname, "split": m["split"], "n": b.get("n", m["n"]),
                          "ade": _num(b.get("ade")), "fde": _num(b.get("fde")), "acc": _num(b.get("acc")),
                          "latent_l2": float("nan"), "threshold": b.get("threshold", m.get("threshold")),
+                         "ade_std": None, "fde_std": None, "acc_std": None, "seeds": [], "n_seeds": None,
                          "egodex": _egodex_cells(((m.get("egodex") or {}).get("baselines") or {}).get(bname)),
-                         "source": portable_path(e.path), "_group": group})
-    # the same baseline on different data: say which data in its name
-    by_name: dict[str, set] = {}
+                         "source": portable_path(e.path), "_group": e.data})
+    # the same name on different data (a baseline, or a model scored on two splits): say which data
+    by_name: dict[tuple, set] = {}
     for r in rows:
-        if r["kind"] == "baseline":
-            by_name.setdefault(r["name"], set()).add(r["_group"])
+        by_name.setdefault((r["kind"], r["name"]), set()).add(r["_group"])
     for r in rows:
-        group = r.pop("_group", None)
-        if group is not None and len(by_name[r["name"]]) > 1:
+        group = r.pop("_group")
+        if len(by_name[(r["kind"], r["name"])]) > 1:
             split, fp, n = group
             r["name"] = f"{r['name']} [{split}" + (f", {str(fp)[:8]}" if fp else "") + f", n={n}]"
     rows.sort(key=lambda r: (math.isnan(r["ade"]), r["ade"]))
     return rows
 
 
-def _egodex_cells(block: dict[str, Any] | None) -> dict[str, dict[str, float]] | None:
-    """{"1s": {ade, fde, n}, ...} of an egodex section (or of one of its baselines); None if absent."""
+def _egodex_cells(block: dict[str, Any] | None) -> dict[str, dict[str, Any]] | None:
+    """{"1s": {ade, fde, n, ade_std, fde_std}, ...} of an egodex section (or of one of its baselines);
+    None if absent. The stds are None here; `_aggregate_egodex` fills them over seeds."""
     if not block:
         return None
     keys = [horizon_key(h) for h in HORIZONS_S]
     counts = block.get("counts") or {}
     return {k: {"ade": _num((block.get(k) or {}).get("ade")), "fde": _num((block.get(k) or {}).get("fde")),
-                "n": counts.get(k, (block.get(k) or {}).get("n"))} for k in keys}
+                "n": counts.get(k, (block.get(k) or {}).get("n")), "ade_std": None, "fde_std": None}
+            for k in keys}
+
+
+def _aggregate_egodex(cells: Sequence[dict[str, dict[str, Any]] | None]) -> dict[str, dict[str, Any]] | None:
+    """Seed means and sample stds of EgoDex cells; None unless every seed has them. The sample counts
+    depend on the data alone, so they are the first seed's."""
+    if not cells or any(c is None for c in cells):
+        return None
+    out = {}
+    for k, first in cells[0].items():
+        out[k] = dict(first)
+        for m in ("ade", "fde"):
+            vals = [c[k][m] for c in cells]
+            out[k][m], out[k][f"{m}_std"] = _mean(vals), _std(vals)
+    return out
 
 
 _EGODEX_HEADER = ["kind", "name", *[f"avg {horizon_key(h)}" for h in HORIZONS_S],
                   *[f"final {horizon_key(h)}" for h in HORIZONS_S], "samples (1/2/3 s)"]
 
 
+def _pm(value: Any, std: float | None, digits: int = 4) -> str:
+    """`mean ± std` (just the value without a std)."""
+    return fmt(value, digits) + ("" if std is None else f" ± {fmt(std, digits)}")
+
+
 def _egodex_row_cells(r: dict[str, Any]) -> list[str]:
     eg = r["egodex"]
     keys = [horizon_key(h) for h in HORIZONS_S]
-    return [r["kind"], r["name"], *[fmt(eg[k]["ade"]) for k in keys], *[fmt(eg[k]["fde"]) for k in keys],
-            "/".join(fmt(eg[k]["n"]) for k in keys)]
+    return [r["kind"], r["name"], *[_pm(eg[k]["ade"], eg[k].get("ade_std")) for k in keys],
+            *[_pm(eg[k]["fde"], eg[k].get("fde_std")) for k in keys], "/".join(fmt(eg[k]["n"]) for k in keys)]
 
 
 def _egodex_paper_cells() -> list[str]:
@@ -155,7 +263,8 @@ def egodex_markdown(rows: Sequence[dict[str, Any]], paper: bool = False) -> str:
     body = [_egodex_row_cells(r) for r in have] + ([_egodex_paper_cells()] if paper else [])
     parts = ["## EgoDex protocol", "",
              "12 keypoints (wrists + fingertips), camera frame of the last observed frame, metres; average and "
-             "final distance at 1 / 2 / 3 s (K = 1); samples = test videos whose forecast reaches the horizon.", "",
+             "final distance at 1 / 2 / 3 s (K = 1); samples = test videos whose forecast reaches the horizon; "
+             "models with several seeds: mean ± sample std over the seeds.", "",
              md_table(_EGODEX_HEADER, body)]
     if paper:
         parts += ["", f"> {EGODEX_PAPER_NOTE}"]
@@ -163,11 +272,12 @@ def egodex_markdown(rows: Sequence[dict[str, Any]], paper: bool = False) -> str:
 
 
 def _cells(r: dict[str, Any]) -> list[str]:
-    return [r["kind"], r["name"], str(r["split"]), fmt(r["n"]), fmt(r["ade"]), fmt(r["fde"]),
-            fmt(r["acc"], 3), fmt(r["latent_l2"])]
+    return [r["kind"], r["name"], str(r["split"]), fmt(r["n"]), _pm(r["ade"], r["ade_std"]),
+            _pm(r["fde"], r["fde_std"]), _pm(r["acc"], r["acc_std"], 3), fmt(r["latent_l2"]),
+            ",".join(map(str, r["seeds"])) or "–"]
 
 
-_HEADER = ["kind", "name", "split", "n", "ADE (m)", "FDE (m)", "Acc@5cm", "latent L2"]
+_HEADER = ["kind", "name", "split", "n", "ADE (m)", "FDE (m)", "Acc@5cm", "latent L2", "seeds"]
 
 
 def paper_markdown() -> str:
@@ -185,7 +295,8 @@ def paper_markdown() -> str:
 def to_markdown(rows: Sequence[dict[str, Any]], paper: bool = False) -> str:
     """The comparison table (and the labelled paper block) as markdown."""
     thr = {r.get("threshold") for r in rows} - {None}
-    parts = ["# Comparison", "", "Sorted by ADE (lower is better). World frame, metres; sample-weighted.", "",
+    parts = ["# Comparison", "", "Sorted by ADE (lower is better). World frame, metres; sample-weighted. "
+             "Models with several seeds: mean ± sample std (ddof=1) over the seeds.", "",
              md_table(_HEADER, [_cells(r) for r in rows])]
     if thr - {0.05}:
         parts += ["", f"**Acc thresholds differ from 5 cm in some rows:** {sorted(thr)} m"]
@@ -201,7 +312,8 @@ def to_markdown(rows: Sequence[dict[str, Any]], paper: bool = False) -> str:
 def to_json(rows: Sequence[dict[str, Any]], paper: bool = False) -> str:
     # `by_name` keeps `dvc metrics show/diff` readable (DVC flattens dicts, not lists)
     doc: dict[str, Any] = {"rows": [{k: r.get(k) for k in (*COLUMNS, "egodex", "source")} for r in rows],
-                           "by_name": {r["name"]: {k: r[k] for k in ("kind", "split", "n", "ade", "fde", "acc")}
+                           "by_name": {r["name"]: {k: r[k] for k in ("kind", "split", "n", "ade", "fde", "acc",
+                                                                     "ade_std", "fde_std", "acc_std", "n_seeds")}
                                        for r in rows}}
     if paper:
         doc["paper_reference"] = {"note": PAPER_NOTE, "results": list(PAPER_RESULTS),
@@ -214,9 +326,9 @@ def rich_tables(rows: Sequence[dict[str, Any]], paper: bool = False) -> list[Any
     """Renderables for a rich Console: the comparison, and the paper block when asked."""
     from rich.table import Table
 
-    t = Table(title="tjepa compare: sorted by ADE; ADE/FDE in metres")
+    t = Table(title="tjepa compare: sorted by ADE; ADE/FDE in metres; mean ± std over seeds")
     for h in _HEADER:
-        t.add_column(h.replace(" (m)", ""), justify="right" if h not in ("kind", "name", "split") else "left",
+        t.add_column(h.replace(" (m)", ""), justify="left" if h in ("kind", "name", "split", "seeds") else "right",
                      overflow="fold")
     for r in rows:
         t.add_row(*_cells(r), style="dim" if r["kind"] == "baseline" else None)
