@@ -27,7 +27,7 @@ from typing import Any
 from tjepa.errors import InputError
 from tjepa.eval.egodex_protocol import HORIZONS_S, PAPER_TABLE3, horizon_key
 from tjepa.eval.egodex_protocol import PAPER_NOTE as EGODEX_PAPER_NOTE
-from tjepa.eval.report import METRICS_FILE, fmt, md_table, portable_path, read_metrics_json, to_jsonable
+from tjepa.eval.report import METRICS_FILE, portable_path, read_metrics_json, to_jsonable
 
 # docs/method.md §9 (paper Table 1 and Table 7). Real EgoDex, their validation split, an earlier leaky
 # version of their code: the shape of the result, not a bar to compare synthetic runs against.
@@ -233,88 +233,15 @@ def _aggregate_egodex(cells: Sequence[dict[str, dict[str, Any]] | None]) -> dict
     return out
 
 
-_EGODEX_HEADER = ["kind", "name", *[f"avg {horizon_key(h)}" for h in HORIZONS_S],
-                  *[f"final {horizon_key(h)}" for h in HORIZONS_S], "samples (1/2/3 s)"]
-
-
-def _pm(value: Any, std: float | None, digits: int = 4) -> str:
-    """`mean ± std` (just the value without a std)."""
-    return fmt(value, digits) + ("" if std is None else f" ± {fmt(std, digits)}")
-
-
-def _egodex_row_cells(r: dict[str, Any]) -> list[str]:
-    eg = r["egodex"]
-    keys = [horizon_key(h) for h in HORIZONS_S]
-    return [r["kind"], r["name"], *[_pm(eg[k]["ade"], eg[k].get("ade_std")) for k in keys],
-            *[_pm(eg[k]["fde"], eg[k].get("fde_std")) for k in keys], "/".join(fmt(eg[k]["n"]) for k in keys)]
-
-
-def _egodex_paper_cells() -> list[str]:
-    keys = [horizon_key(h) for h in HORIZONS_S]
-    return ["paper", "EgoDex Dec + BC (Table 3)", *[fmt(PAPER_TABLE3[k]["ade"], 3) for k in keys],
-            *[fmt(PAPER_TABLE3[k]["fde"], 3) for k in keys], "–"]
-
-
-def egodex_markdown(rows: Sequence[dict[str, Any]], paper: bool = False) -> str:
-    """The EgoDex-protocol table (rows that have one), with EgoDex's Table 3 beside it on `paper`."""
-    have = [r for r in rows if r.get("egodex")]
-    if not have and not paper:
-        return ""
-    body = [_egodex_row_cells(r) for r in have] + ([_egodex_paper_cells()] if paper else [])
-    parts = ["## EgoDex protocol", "",
-             "12 keypoints (wrists + fingertips), camera frame of the last observed frame, metres; average and "
-             "final distance at 1 / 2 / 3 s (K = 1); samples = test videos whose forecast reaches the horizon; "
-             "models with several seeds: mean ± sample std over the seeds.", "",
-             md_table(_EGODEX_HEADER, body)]
-    if paper:
-        parts += ["", f"> {EGODEX_PAPER_NOTE}"]
-    return "\n".join(parts)
-
-
-def _cells(r: dict[str, Any]) -> list[str]:
-    return [r["kind"], r["name"], str(r["split"]), fmt(r["n"]), _pm(r["ade"], r["ade_std"]),
-            _pm(r["fde"], r["fde_std"]), _pm(r["acc"], r["acc_std"], 3), fmt(r["latent_l2"]),
-            ",".join(map(str, r["seeds"])) or "–"]
-
-
-_HEADER = ["kind", "name", "split", "n", "ADE (m)", "FDE (m)", "Acc@5cm", "latent L2", "seeds"]
-
-
-def paper_markdown() -> str:
-    hs = sorted(next(iter(PAPER_ROLLOUT_ADE.values())))
-    return "\n".join([
-        "## Published reference numbers (not comparable)", "", f"> {PAPER_NOTE}", "",
-        md_table(["model (paper)", "ADE (m)", "FDE (m)", "Acc@5cm"],
-                 [[r["name"], fmt(r["ade"], 3), fmt(r["fde"], 3), fmt(r["acc"], 3)] for r in PAPER_RESULTS]),
-        "", "Rollout ADE (m) by horizon (paper Table 7):", "",
-        md_table(["model (paper)"] + [f"H={h}" for h in hs],
-                 [[name] + [fmt(v[h], 3) for h in hs] for name, v in PAPER_ROLLOUT_ADE.items()]),
-    ])
-
-
-def to_markdown(rows: Sequence[dict[str, Any]], paper: bool = False) -> str:
-    """The comparison table (and the labelled paper block) as markdown."""
-    thr = {r.get("threshold") for r in rows} - {None}
-    parts = ["# Comparison", "", "Sorted by ADE (lower is better). World frame, metres; sample-weighted. "
-             "Models with several seeds: mean ± sample std (ddof=1) over the seeds.", "",
-             md_table(_HEADER, [_cells(r) for r in rows])]
-    if thr - {0.05}:
-        parts += ["", f"**Acc thresholds differ from 5 cm in some rows:** {sorted(thr)} m"]
-    egodex = egodex_markdown(rows, paper)
-    if egodex:
-        parts += ["", egodex]
-    parts += ["", "Sources:", ""] + [f"- {r['name']}: `{r['source']}`" for r in rows if r["kind"] == "model"]
-    if paper:
-        parts += ["", paper_markdown()]
-    return "\n".join(parts) + "\n"
-
-
-def to_json(rows: Sequence[dict[str, Any]], paper: bool = False) -> str:
+def to_json(rows: Sequence[dict[str, Any]], paper: bool = False, probe: dict[str, Any] | None = None) -> str:
+    """compare.json: the `rows`, `by_name`, the `probe` document when given, the paper block on `paper`."""
     # `by_name` keeps `dvc metrics show/diff` readable (DVC flattens dicts, not lists)
     doc: dict[str, Any] = {"rows": [{k: r.get(k) for k in (*COLUMNS, "egodex", "source")} for r in rows],
                            "by_name": {r["name"]: {k: r[k] for k in ("kind", "split", "n", "ade", "fde", "acc",
                                                                      "ade_std", "fde_std", "acc_std", "n_seeds")}
                                        for r in rows}}
+    if probe is not None:
+        doc["probe"] = probe
     if paper:
         doc["paper_reference"] = {"note": PAPER_NOTE, "results": list(PAPER_RESULTS),
                                   "rollout_ade": PAPER_ROLLOUT_ADE,
@@ -322,33 +249,18 @@ def to_json(rows: Sequence[dict[str, Any]], paper: bool = False) -> str:
     return json.dumps(to_jsonable(doc), indent=2, allow_nan=False) + "\n"
 
 
-def rich_tables(rows: Sequence[dict[str, Any]], paper: bool = False) -> list[Any]:
-    """Renderables for a rich Console: the comparison, and the paper block when asked."""
-    from rich.table import Table
+SUMMARY_MODEL_KEYS = ("ade", "ade_std", "fde", "acc", "n_seeds")
+SUMMARY_BASELINE_KEYS = ("ade", "fde", "acc")
 
-    t = Table(title="tjepa compare: sorted by ADE; ADE/FDE in metres; mean ± std over seeds")
-    for h in _HEADER:
-        t.add_column(h.replace(" (m)", ""), justify="left" if h in ("kind", "name", "split", "seeds") else "right",
-                     overflow="fold")
-    for r in rows:
-        t.add_row(*_cells(r), style="dim" if r["kind"] == "baseline" else None)
-    out: list[Any] = [t]
-    have = [r for r in rows if r.get("egodex")]
-    if have or paper:
-        e = Table(title="EgoDex protocol: 12 keypoints, camera frame, metres (K = 1)",
-                  caption=EGODEX_PAPER_NOTE if paper else None)
-        for h in _EGODEX_HEADER:
-            e.add_column(h, justify="left" if h in ("kind", "name") else "right", overflow="fold")
-        for r in have:
-            e.add_row(*_egodex_row_cells(r), style="dim" if r["kind"] == "baseline" else None)
-        if paper:
-            e.add_row(*_egodex_paper_cells(), style="italic")
-        out.append(e)
-    if paper:
-        p = Table(title="Published numbers on real EgoDex (NOT comparable)", caption=PAPER_NOTE)
-        for h in ("model (paper)", "ADE (m)", "FDE (m)", "Acc@5cm"):
-            p.add_column(h)
-        for r in PAPER_RESULTS:
-            p.add_row(r["name"], fmt(r["ade"], 3), fmt(r["fde"], 3), fmt(r["acc"], 3))
-        out.append(p)
-    return out
+
+def summary(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The compact `--summary` document for `dvc metrics show`: {row name: {ade, ade_std, fde, acc,
+    n_seeds}} (baselines: ade, fde, acc), numbers rounded to 4 decimals; flat, no paths, no lists."""
+    def num(v: Any) -> Any:
+        return round(v, 4) if isinstance(v, float) and math.isfinite(v) else v
+    return {r["name"]: {k: num(r[k]) for k in (SUMMARY_MODEL_KEYS if r["kind"] == "model" else SUMMARY_BASELINE_KEYS)}
+            for r in rows}
+
+
+def to_summary_json(rows: Sequence[dict[str, Any]]) -> str:
+    return json.dumps(to_jsonable(summary(rows)), indent=2, allow_nan=False) + "\n"

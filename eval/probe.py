@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from tjepa.errors import InputError
+from tjepa.eval.report import fmt, md_table, portable_path
 from tjepa.train.data import CacheDataset
 from tjepa.train.splits import make_splits
 
@@ -112,7 +113,7 @@ def probe_store(store: str | Path, cues: dict[str, str], fractions=(0.8, 0.1, 0.
     for name, key in (features or FEATURES).items():
         x_fit, x_test = _vectors(fit_ds, key), _vectors(test_ds, key)
         predict = fit_logistic(x_fit, y_fit, len(colours))
-        results.append(ProbeResult(name, str(store), sampling, int(x_fit.shape[1]),
+        results.append(ProbeResult(name, portable_path(store), sampling, int(x_fit.shape[1]),
                                    float((predict(x_test) == y_test).mean()),
                                    float((predict(x_fit) == y_fit).mean()), len(fit_rows), len(test_rows)))
     return results
@@ -123,25 +124,27 @@ def probe_document(results: list[ProbeResult]) -> dict:
 
 
 def read_probe(path: str | Path) -> dict:
-    """A probe document written by `tjepa probe` (InputError naming the file otherwise)."""
+    """A probe document written by `tjepa probe`, stores as portable paths (InputError naming the
+    file otherwise)."""
     try:
         doc = json.loads(Path(path).read_text())
-        [ProbeResult(**r) for r in doc["results"]]
+        results = [ProbeResult(**r) for r in doc["results"]]
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise InputError(path, f"not a probe result written by `tjepa probe` ({err})") from err
-    return doc
+    # a file from before stores were written portably must not put an absolute path into a report
+    return {**doc, "results": [{**r.to_dict(), "store": portable_path(r.store)} for r in results]}
 
 
-def to_markdown(doc: dict) -> str:
-    """The probe table of a probe document."""
-    from tjepa.eval.report import fmt, md_table
-
+def to_markdown(doc: dict, title: str = "## Linear probe of the cue colour") -> str:
+    """The probe table of a probe document, under `title` (`tjepa compare --probe` gives its own)."""
     results = [ProbeResult(**r) for r in doc["results"]]
-    rows = [[r.feature, r.sampling, str(r.dims), fmt(r.heldout_acc, 2), fmt(r.train_acc, 2),
+    chance = fmt(doc.get("chance"), 2)
+    rows = [[r.feature, r.sampling, str(r.dims), fmt(r.heldout_acc, 2), chance, fmt(r.train_acc, 2),
              f"{r.n_train} / {r.n_test}"] for r in results]
     return "\n".join([
-        "## Linear probe of the cue colour", "",
+        title, "",
         "Logistic regression on standardised cached features, fit on the train + val task groups, "
-        "scored on the held-out test groups (chance 0.33). It shows which branch can know the cue.", "",
-        md_table(["feature", "V-JEPA sampling", "dims", "held-out acc", "fit acc", "fit / test videos"], rows),
+        f"scored on the held-out test groups (chance {chance}). It shows which branch can know the cue.", "",
+        md_table(["feature", "V-JEPA sampling", "dims", "held-out acc", "chance", "fit acc", "fit / test videos"],
+                 rows),
     ]) + "\n"

@@ -119,3 +119,36 @@ def test_bad_seed_sets_are_refused_naming_the_file(reports):
     (reports / "thinkjepa" / "seed43" / "metrics.json").write_text(json.dumps(m))
     with pytest.raises(InputError, match="different Acc thresholds"):
         comparison_rows(load_entries([reports / "thinkjepa"]))
+
+
+def test_probe_section_and_flat_summary(reports, tmp_path):
+    from tjepa.cli import app
+
+    probe = tmp_path / "probe.json"  # what `tjepa probe --out` writes
+    probe.write_text(json.dumps({"chance": 1 / 3, "results": [
+        {"feature": "vlm/prompt_mean (all levels)", "store": str(tmp_path / "stores" / "dense.zarr"),
+         "sampling": "dense window of 8 frames", "dims": 64, "heldout_acc": 0.9, "train_acc": 1.0,
+         "n_train": 27, "n_test": 3},
+        {"feature": "vjepa/past (mean over patches, all tubelets)", "store": "stores/dense.zarr",
+         "sampling": "dense window of 8 frames", "dims": 32, "heldout_acc": 0.25, "train_acc": 0.5,
+         "n_train": 27, "n_test": 3}]}))
+    md, js, summ = tmp_path / "cmp.md", tmp_path / "cmp.json", tmp_path / "out" / "summary.json"
+    res = CliRunner().invoke(app, ["compare", str(reports / "thinkjepa"), str(reports / "jepa"), "--probe", str(probe),
+                                   "--out", str(md), "--json", str(js), "--summary", str(summ)])
+    assert res.exit_code == 0, res.output
+    text = md.read_text()
+    section = text[text.index("## Does the cached VLM state carry the cue?"):]
+    assert "| vlm/prompt_mean (all levels) | dense window of 8 frames | 64 | 0.90 | 0.33 |" in section
+    assert "| vjepa/past (mean over patches, all tubelets) | dense window of 8 frames | 32 | 0.25 | 0.33 |" in section
+    assert "Does the cached VLM state" in res.output
+    doc = json.loads(js.read_text())
+    assert [r["heldout_acc"] for r in doc["probe"]["results"]] == [0.9, 0.25]
+    assert doc["probe"]["results"][0]["store"] == "dense.zarr"  # an absolute path outside the cwd: its name
+    s = json.loads(summ.read_text())
+    assert s == {"thinkjepa": {"ade": 0.13, "ade_std": 0.0361, "fde": 0.23, "acc": 0.5, "n_seeds": 3},
+                 "jepa": {"ade": 0.15, "ade_std": None, "fde": 0.25, "acc": 0.45, "n_seeds": 1},
+                 "persistence": {"ade": 0.2, "fde": 0.3, "acc": 0.1}}
+    # a file that is not a probe result is refused, naming it
+    (tmp_path / "bad.json").write_text("{}")
+    res = CliRunner().invoke(app, ["compare", str(reports / "jepa"), "--probe", str(tmp_path / "bad.json")])
+    assert isinstance(res.exception, InputError) and "bad.json" in str(res.exception)

@@ -1,4 +1,4 @@
-"""`tjepa compare`: several evaluations side by side, sorted by ADE."""
+"""`tjepa compare`: several evaluations side by side (seeds as mean ± std), sorted by ADE."""
 
 from __future__ import annotations
 
@@ -10,24 +10,42 @@ import typer
 
 def compare(
     dirs: Annotated[list[Path], typer.Argument(
-        help="Eval directories (holding metrics.json), run directories (holding eval/metrics.json) "
-             "or metrics.json files.", metavar="DIR...", show_default=False)],
+        help="Eval directories (holding metrics.json), run directories (holding eval/metrics.json), "
+             "metrics.json files, or directories of seed<N>/ evaluations (one mean ± std row).",
+        metavar="DIR...", show_default=False)],
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Also write the table as markdown here.")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the rows as JSON here.")] = None,
+    summary_out: Annotated[Path | None, typer.Option(
+        "--summary", help="Also write a compact flat JSON for `dvc metrics show` here (per row: ade, ade_std, "
+                          "fde, acc, n_seeds).")] = None,
+    probe: Annotated[Path | None, typer.Option(
+        "--probe", help="Add a `tjepa probe --out` result: its held-out accuracies (compare.md) and "
+                        "document (`probe` in the JSON).")] = None,
     paper: Annotated[bool, typer.Option(
         "--paper/--no-paper", help="Add the paper's published EgoDex numbers (clearly labelled, not comparable).")] = False,
 ) -> None:
     """Compare the metrics of several evaluations (models and baselines) in one table."""
     from rich.console import Console
 
-    from tjepa.eval.compare import comparison_rows, load_entries, rich_tables, to_json, to_markdown
+    from tjepa.eval.compare import comparison_rows, load_entries, to_json, to_summary_json
+    from tjepa.eval.compare_tables import PROBE_TITLE, rich_tables, to_markdown
 
     rows = comparison_rows(load_entries(dirs))
+    probe_doc = probe_md = None
+    if probe is not None:
+        from tjepa.eval.probe import read_probe
+        from tjepa.eval.probe import to_markdown as probe_markdown
+
+        probe_doc = read_probe(probe)
+        probe_md = probe_markdown(probe_doc, title=PROBE_TITLE)
     console = Console()
     for table in rich_tables(rows, paper):
         console.print(table)
-    for path, text in ((out, to_markdown(rows, paper) if out else None),
-                       (json_out, to_json(rows, paper) if json_out else None)):
+    if probe_md:
+        console.print(probe_md, markup=False, highlight=False)
+    for path, text in ((out, to_markdown(rows, paper, probe_md) if out else None),
+                       (json_out, to_json(rows, paper, probe_doc) if json_out else None),
+                       (summary_out, to_summary_json(rows) if summary_out else None)):
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text)
