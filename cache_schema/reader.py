@@ -3,8 +3,8 @@
 Readers name arrays by field (`"vjepa_past"`, `"joints_future"`, `"past_idx"`, ...: `layout.PATHS`),
 never by path, so the store's arrangement can change here alone. A store is named by a local path or
 a URL (`open_group` is the one place that turns a location into a zarr group; URL schemes such as
-`s3://` plug in there, with `storage_options`). A reader is safe to pickle into DataLoader workers:
-the zarr handles are reopened lazily in each process.
+`s3://` plug in there, with `storage_options`). A reader is safe to pickle into DataLoader workers
+and to inherit through fork: the zarr handles are reopened lazily in each process.
 """
 
 from __future__ import annotations
@@ -68,14 +68,25 @@ class StoreReader:
         self.layers = captured_layers(self.config)
         self._group: Any = None
         self._arrays: dict[str, Any] = {}
+        self._pid = os.getpid()
+        self._inherited: list[Any] = []
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
-        state["_group"], state["_arrays"] = None, {}
+        state["_group"], state["_arrays"], state["_inherited"] = None, {}, []
         return state
+
+    def _check_process(self) -> None:
+        """A forked child (DataLoader workers) must not use the parent's handles: on a bucket their
+        HTTP sessions belong to the parent's event loop, which the child does not have. They are kept,
+        never used, so that their finalisers cannot touch the parent's connections either."""
+        if self._pid != os.getpid():
+            self._inherited.append((self._group, self._arrays))
+            self._group, self._arrays, self._pid = None, {}, os.getpid()
 
     @property
     def group(self):
+        self._check_process()
         if self._group is None:
             self._group = open_zarr(self._loc, mode="r")
         return self._group
@@ -93,6 +104,7 @@ class StoreReader:
 
     def array(self, field: str):
         """The zarr array of `field` (cached per process: opening one re-reads its metadata)."""
+        self._check_process()
         if field not in self._arrays:
             try:
                 self._arrays[field] = self.group[PATHS[field]]

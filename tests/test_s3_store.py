@@ -19,6 +19,7 @@ import time
 import numpy as np
 import pytest
 import store_factory as sf
+import torch
 from cache_helpers import FEATURE_ARRAYS, assert_same_features, cache_args, copy_tree, run_cli
 from s3_server import SECRET_KEY, TcpCutter
 from typer.testing import CliRunner
@@ -27,7 +28,7 @@ from tjepa.cache_schema import creation
 from tjepa.cache_schema.ledger import Ledger
 from tjepa.cache_schema.storage import locate
 from tjepa.cache_schema.store import DONE, PENDING, FeatureStore
-from tjepa.cache_schema.testing import make_store, random_row
+from tjepa.cache_schema.testing import make_store, random_row, small_layout
 from tjepa.cli import app
 from tjepa.errors import TjepaError
 
@@ -111,6 +112,10 @@ def test_dask_workers_write_straight_to_the_bucket(aws, videos, tiny_models, loc
     assert_same_features(local_store, url)
 
 
+def _losses(run) -> list[float]:
+    return [json.loads(line)["train_loss"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
 def test_train_and_eval_read_from_the_bucket(aws, tmp_path, one_thread):
     import s3fs
 
@@ -119,10 +124,10 @@ def test_train_and_eval_read_from_the_bucket(aws, tmp_path, one_thread):
     url = f"s3://{BUCKET}/train.zarr"
     s3fs.S3FileSystem(skip_instance_cache=True).put(str(local), url.removeprefix("s3://"), recursive=True)
     metrics = {}
+    train = ["train", "--preset", "tiny", "--epochs", "1", "--batch-size", "4", "--device", "cpu", "--no-progress"]
     for name, store in (("local", str(local)), ("bucket", url)):
         run = tmp_path / f"run-{name}"
-        res = CliRunner().invoke(app, ["train", "--cache", store, "--out", str(run), "--preset", "tiny",
-                                       "--epochs", "1", "--batch-size", "4", "--device", "cpu", "--no-progress"])
+        res = CliRunner().invoke(app, [*train, "--cache", store, "--out", str(run)])
         assert res.exit_code == 0, res.output
         res = CliRunner().invoke(app, ["eval", "--run", str(run), "--cache", store, "--device", "cpu",
                                        "--no-progress", "--figures", "1"])
@@ -131,6 +136,29 @@ def test_train_and_eval_read_from_the_bucket(aws, tmp_path, one_thread):
         assert json.loads((run / "config.json").read_text())["store"]["path"] == store
     for key in ("ade", "fde", "acc", "n", "per_step", "latent", "baselines"):
         assert metrics["bucket"][key] == metrics["local"][key], key
+    # DataLoader worker processes reading the bucket: the same batches in the same order, so the same run
+    run = tmp_path / "run-workers"
+    res = CliRunner().invoke(app, [*train, "--cache", url, "--out", str(run), "--num-workers", "2"])
+    assert res.exit_code == 0, res.output
+    assert _losses(run) == _losses(tmp_path / "run-bucket")
+
+
+def test_forked_workers_after_the_parent_read_the_bucket(aws, tmp_path):
+    """Workers forked from a process whose store handles are open (their HTTP sessions belong to the
+    parent's event loop) open their own; before, every read in them failed."""
+    from tjepa.train.data import CacheDataset
+    from tjepa.train.loader import BatchLoader
+
+    url = f"s3://{BUCKET}/fork.zarr"
+    make_store(url, layout=small_layout(rows_per_shard=2), n=6, done=6)
+    ds = CacheDataset(url, require_targets=False)
+    ds.read_batch([0])  # the parent reads (shard 0 only): its handles are open now
+    order = [5, 0, 3, 1, 4, 2]
+    forked = list(BatchLoader(ds, order, 4, num_workers=2))
+    assert [b["row"].tolist() for b in forked] == [[5, 0, 3, 1], [4, 2]]
+    here = list(BatchLoader(CacheDataset(url, require_targets=False), order, 4))
+    for a, b in zip(here, forked, strict=True):
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_bad_credentials_and_a_missing_bucket_are_clear_errors(aws, tmp_path):

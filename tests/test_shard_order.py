@@ -42,3 +42,35 @@ def test_batched_reads_equal_single_reads(tmp_path):
     loader = torch.utils.data.DataLoader(ds, batch_size=3)
     rows = np.concatenate([b["row"].numpy() for b in loader])
     assert rows.tolist() == [9, 2, 5, 2, 0]
+
+
+def test_read_batch_equals_collated_items_with_tokens_and_a_level_subset(tmp_path):
+    from torch.utils.data import default_collate
+
+    path = sf.write_store(tmp_path / "t.zarr", sf.FactoryConfig(n=10, rows_per_shard=4, keep_tokens=True))
+    for levels in ((4, 0), None):
+        ds = CacheDataset(path, rows=[9, 2, 3, 5, 2, 0], levels=levels, with_tokens=True)
+        idx = [4, 1, 2, 0, 3]  # store rows 2, 2, 3, 9, 5: a repeat and a run of two
+        want = default_collate([ds[i] for i in idx])
+        got = ds.read_batch(idx)
+        assert list(got) == list(want)
+        for k in want:
+            assert got[k].dtype == want[k].dtype and torch.equal(got[k], want[k]), k
+
+
+def test_ranged_row_reads_equal_zarr_reads(tmp_path, monkeypatch):
+    """Every row-chunked array read as ranged GETs from its shard index (as the latents are on a
+    bucket): the same batch as zarr's own reads, decoded tokens and a level subset included."""
+    from torch.utils.data import default_collate
+
+    from tjepa.train import data
+
+    path = sf.write_store(tmp_path / "t.zarr", sf.FactoryConfig(n=10, rows_per_shard=4, keep_tokens=True))
+    monkeypatch.setattr(data, "BIG_ROW", 0)
+    ds = CacheDataset(path, rows=[9, 2, 3, 5, 7, 0], levels=(4, 0), with_tokens=True)
+    assert ds._plan("vjepa_past") is not None and ds._plan("prompt_tokens") is not None
+    idx = [4, 1, 2, 0, 3, 5]
+    want = default_collate([ds[i] for i in idx])
+    got = ds.read_batch(idx)
+    for k in want:
+        assert got[k].dtype == want[k].dtype and torch.equal(got[k], want[k]), k

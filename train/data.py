@@ -7,17 +7,24 @@ process and never pickled. `preload=True` reads every needed array once, in bulk
 
 from __future__ import annotations
 
+import math
+import os
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.data import default_collate
 
-from tjepa.cache_schema.layout import PATHS, StoreLayout
-from tjepa.cache_schema.reader import StoreReader, captured_layers
+from tjepa.cache_schema.layout import BFLOAT16, PATHS, StoreLayout
+from tjepa.cache_schema.reader import SPECS, StoreReader, captured_layers
 from tjepa.cache_schema.storage import Location, locate
 from tjepa.errors import StoreFormatError, TjepaError
+from tjepa.train import chunk_reads
 
 # batch key -> store field (cache_schema.layout.PATHS); `cam_last` is the last step of cam_past
 _BASE = {
@@ -33,6 +40,27 @@ _TOKENS = {k: k for k in ("prompt_tokens", "prompt_len", "think_tokens", "think_
 __all__ = ["CacheDataset", "StoreIndex", "captured_layers", "level_positions", "read_index", "to_device"]
 
 _LEVELLED = ("prompt_mean", "think_mean", "prompt_tokens", "think_tokens")  # axis 0 = level (per row)
+_DECODED = frozenset(f for f, spec in SPECS.items() if spec.dtype == BFLOAT16)  # stored as other bits
+READ_THREADS = 16  # requests in flight per process: a batch's chunks are fetched concurrently
+BIG_ROW = 2**20  # bytes per row from which a row is its own request (smaller: one per shard)
+KEEP_SHARDS = 16  # shards of every small array kept in memory per process (a few MiB)
+
+
+def _batch_dtype(key: str, dtype: np.dtype) -> np.dtype:
+    """What an item holds for a stored dtype (`CacheDataset._to_item`): bool, long lengths, fp16
+    latents as stored, everything else float32."""
+    if dtype == np.bool_:
+        return np.dtype(bool)
+    if key.endswith("_len"):
+        return np.dtype(np.int64)
+    return np.dtype(np.float16) if dtype == np.float16 else np.dtype(np.float32)
+
+
+def _nd(view: np.ndarray):
+    """A numpy view as the zarr output buffer it will be written into."""
+    from zarr.core.buffer import default_buffer_prototype
+
+    return default_buffer_prototype().nd_buffer.from_numpy_array(view)
 
 
 @dataclass(frozen=True)
@@ -124,6 +152,10 @@ class CacheDataset(torch.utils.data.Dataset):
             self.fields = {k: v for k, v in self.fields.items() if not PATHS[v].startswith("targets/")}
         self.reader = StoreReader(self.location)  # zarr handles opened lazily per process, never pickled
         self._mem: dict[str, np.ndarray] | None = None
+        self._shards: OrderedDict[tuple[str, int], np.ndarray] = OrderedDict()  # small arrays, by shard
+        self._lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
+        self._plans: dict[str, chunk_reads.Plan | None] = {}
         if preload:
             self._mem = self._read_bulk()
 
@@ -165,38 +197,109 @@ class CacheDataset(torch.utils.data.Dataset):
             out[key] = self._select_levels(key, np.asarray(x), 0)
         return out
 
-    def _read_rows(self, idx: Sequence[int]) -> list[dict[str, np.ndarray]]:
-        """Several items at once: every (array, run of consecutive rows) is a slice read, and all of
-        them are in flight at the same time, so zarr fetches all the chunks of a batch concurrently
-        (on a bucket a batch then costs about one round trip, not one per row and array). Slices,
-        not `oindex`: an orthogonal selection inside a sharded array decodes element by element."""
-        from concurrent.futures import ThreadPoolExecutor
+    # ---- whole batches ---------------------------------------------------------------------------
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_pool": None, "_lock": None, "_plans": {}}  # nor threads, locks, handles
 
-        rows, inverse = np.unique(np.asarray([self.rows[i] for i in idx], np.int64), return_inverse=True)
-        runs = np.split(rows, np.nonzero(np.diff(rows) != 1)[0] + 1)
-        for name in self.fields.values():
-            self._array(name)  # open handles here, not racing in the threads
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, _lock=threading.Lock())
 
-        def read(job: tuple[str, str, int, int]) -> np.ndarray:
-            key, name, a, b = job
-            arr = self._array(name)
-            x = arr[a:b, -1] if key == "cam_last" else self.reader.decode(name, arr[a:b])
-            return self._select_levels(key, np.asarray(x), 1)
+    def _threads(self) -> ThreadPoolExecutor:
+        """This process's pool of reader threads (a forked DataLoader worker makes its own, and its
+        own lock: the parent's could have been held by a thread the child does not have)."""
+        if self._pool is None or self._pool_pid != os.getpid():
+            self._pool, self._pool_pid = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="tjepa-read"), os.getpid()
+            self._lock, self._plans = threading.Lock(), {}
+        return self._pool
 
-        jobs = [(key, name, int(r[0]), int(r[-1]) + 1) for key, name in self.fields.items() for r in runs]
-        with ThreadPoolExecutor(min(32, len(jobs))) as pool:
-            parts = list(pool.map(read, jobs))
-        cols = {key: np.concatenate(parts[k * len(runs):(k + 1) * len(runs)])[inverse]
-                for k, key in enumerate(self.fields)}
-        return [{k: v[j] for k, v in cols.items()} for j in range(len(idx))]
+    def read_batch(self, idx: Sequence[int]) -> dict[str, torch.Tensor]:
+        """Items `idx` as one batch, equal to `default_collate([self[i] for i in idx])`, read straight
+        into the batch arrays, every request of the batch in flight at once. A row of a big array
+        (latents: one video per chunk) is one ranged GET of its own (`chunk_reads`). Small arrays (a few KiB per row)
+        cost requests, not bytes, so they are read a whole shard at a time and the last shards are
+        kept (`_small_shard`): in shard-shuffled order the next batches read the same shards."""
+        idx = list(idx)
+        if self._mem is not None or type(self).__getitem__ is not CacheDataset.__getitem__ or not idx:
+            return default_collate(self.__getitems__(idx))
+        pool, rows, rps = self._threads(), [self.rows[i] for i in idx], self.index.layout.rows_per_shard
+        by_shard: dict[int, list[int]] = {}
+        for j, r in enumerate(rows):
+            by_shard.setdefault(r // rps, []).append(j)
+        out: dict[str, np.ndarray] = {}
+        jobs: list[tuple[str, str, list[int], int, bool]] = []  # key, field, batch positions, row or shard, big
+        direct: list[tuple[chunk_reads.Plan, int, np.ndarray]] = []  # rows read as ranged GETs
+        convert: list[tuple[str, str, int, np.ndarray]] = []  # ... of those, the ones to decode into place
+        for key, name in self.fields.items():
+            arr, spec = self._array(name), SPECS[name]
+            row_shape = arr.shape[2:] if key == "cam_last" else arr.shape[1:]
+            x = self._select_levels(key, spec.decode(np.empty((0, *row_shape), arr.dtype)), 1)  # as items get it
+            out[key] = np.empty((len(rows), *x.shape[1:]), _batch_dtype(key, x.dtype))
+            if spec.chunking == "row" and math.prod(row_shape) * arr.dtype.itemsize >= BIG_ROW:
+                ranged = self._plan(name) if key != "cam_last" else None
+                if ranged is None:
+                    jobs += [(key, name, [j], rows[j], True) for j in range(len(rows))]
+                    continue
+                into = out[key].dtype == ranged.dtype and out[key].shape[1:] == ranged.row_shape  # as stored
+                for j, r in enumerate(rows):
+                    raw = out[key][j] if into else np.empty(ranged.row_shape, ranged.dtype)
+                    direct.append((ranged, r, raw))
+                    if not into:
+                        convert.append((key, name, j, raw))
+            else:
+                jobs += [(key, name, where, shard, False) for shard, where in by_shard.items()]
+
+        def read(job: tuple[str, str, list[int], int, bool]) -> None:
+            key, name, where, at, big = job
+            if not big:
+                out[key][where] = self._small_shard(key, name, at)[[rows[j] - at * rps for j in where]]
+                return
+            arr, dst = self._array(name), out[key][where[0]:where[0] + 1]
+            sel = (slice(at, at + 1), -1) if key == "cam_last" else (slice(at, at + 1),)
+            stored = (1, *(arr.shape[2:] if key == "cam_last" else arr.shape[1:]))
+            if dst.dtype == arr.dtype and dst.shape == stored and name not in _DECODED:
+                arr.get_basic_selection(sel, out=_nd(dst))  # zarr writes the chunk into the batch itself
+            else:
+                dst[...] = self._select_levels(key, self.reader.decode(name, arr.get_basic_selection(sel)), 1)
+
+        pending = [pool.submit(read, job) for job in jobs]
+        if direct:
+            chunk_reads.read_rows(self.location, direct)
+        for key, name, j, raw in convert:
+            out[key][j] = self._select_levels(key, self.reader.decode(name, raw[None]), 1)[0]
+        for f in pending:
+            f.result()
+        batch = {key: torch.from_numpy(x) for key, x in out.items()}
+        batch["row"] = torch.tensor(rows, dtype=torch.long)
+        return batch
+
+    def _plan(self, name: str) -> chunk_reads.Plan | None:
+        """How to read `name` as ranged GETs (None: through zarr), looked up once per process."""
+        if name not in self._plans:
+            self._plans[name] = chunk_reads.plan(self._array(name))
+        return self._plans[name]
+
+    def _small_shard(self, key: str, name: str, shard: int) -> np.ndarray:
+        """All rows of one shard of a small array, decoded, levels selected (the last few kept)."""
+        with self._lock:
+            if (key, shard) in self._shards:
+                self._shards.move_to_end((key, shard))
+                return self._shards[(key, shard)]
+        arr, rps = self._array(name), self.index.layout.rows_per_shard
+        sel = (slice(shard * rps, min((shard + 1) * rps, arr.shape[0])),)
+        x = self._select_levels(key, self.reader.decode(name, arr[(*sel, -1) if key == "cam_last" else sel]), 1)
+        with self._lock:
+            self._shards[(key, shard)] = x
+            while len(self._shards) > KEEP_SHARDS * len(self.fields):
+                self._shards.popitem(last=False)
+        return x
 
     def __getitems__(self, idx: Sequence[int]) -> list[dict[str, torch.Tensor]]:
         """What DataLoader calls for a whole batch (torch >= 2.1): the rows are read together."""
         idx = list(idx)
-        if type(self).__getitem__ is not CacheDataset.__getitem__:  # a subclass reshapes its items
-            return [self[i] for i in idx]
-        raws = [self._read_row(i) for i in idx] if self._mem is not None or not idx else self._read_rows(idx)
-        return [self._to_item(raw, self.rows[i]) for raw, i in zip(raws, idx, strict=True)]
+        if self._mem is not None or type(self).__getitem__ is not CacheDataset.__getitem__ or not idx:
+            return [self[i] for i in idx]  # in memory, or a subclass that reshapes its items
+        batch = self.read_batch(idx)
+        return [{k: v[j] for k, v in batch.items()} for j in range(len(idx))]
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         return self._to_item(self._read_row(i), self.rows[i])

@@ -14,14 +14,14 @@ import json
 import math
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+from torch.utils.data import Dataset, DistributedSampler, Sampler, SequentialSampler
 
 from tjepa.devices import resolve_device
 from tjepa.errors import ConfigError, TjepaError
@@ -33,6 +33,7 @@ from tjepa.train.checkpoint import (
     truncate_metrics,
 )
 from tjepa.train.data import CacheDataset, read_index, to_device
+from tjepa.train.loader import BatchLoader
 from tjepa.train.rollout import resolve_steps, rollout_validation
 from tjepa.train.run_config import RunPaths, TrainConfig, prepare_run_dir, run_document
 from tjepa.train.shard_order import ShardShuffleSampler
@@ -118,7 +119,7 @@ def _head_group(group: dict[str, Any]) -> bool:
 
 
 @torch.no_grad()
-def evaluate(core: torch.nn.Module, loader: DataLoader, device: torch.device, amp: bool,
+def evaluate(core: torch.nn.Module, loader: Iterable[dict[str, torch.Tensor]], device: torch.device, amp: bool,
              world: int = 1) -> dict[str, float]:
     """Masked, sample-weighted val ADE / FDE / Acc@5cm (tjepa.metrics.TrajectoryMeter) and the mean
     latent loss. Each rank scores its own shard; sums are all-reduced. Runs the bare module, not
@@ -274,12 +275,12 @@ class Trainer:
                 raise TjepaError("shuffle 'shards' runs in one process for now; use shuffle 'global' under torchrun")
             self.sampler = ShardShuffleSampler(self.train_ds.rows, int(index.layout["rows_per_shard"]), cfg.seed,
                                                cfg.shuffle_window)
-        workers = dict(num_workers=cfg.num_workers, persistent_workers=cfg.num_workers > 0,
-                       pin_memory=self.d.device.type == "cuda")
-        self.train_loader = DataLoader(self.train_ds, batch_size=cfg.batch_size, sampler=self.sampler,
-                                       generator=torch.Generator().manual_seed(cfg.seed), **workers)
-        self.val_loader = DataLoader(self.val_ds, batch_size=cfg.batch_size, shuffle=False,
-                                     generator=torch.Generator().manual_seed(cfg.seed), **workers)
+        # whole batches read ahead (train/loader.py): in sampler order, so the run is the same
+        loading = dict(num_workers=cfg.num_workers, prefetch=cfg.prefetch, pin_memory=self.d.device.type == "cuda",
+                       generator=torch.Generator().manual_seed(cfg.seed))
+        self.train_loader = BatchLoader(self.train_ds, self.sampler, cfg.batch_size, **loading)
+        self.val_loader = BatchLoader(self.val_ds, SequentialSampler(range(len(self.val_ds))),  # type: ignore[arg-type]
+                                      cfg.batch_size, **loading)
         self.epoch, self.best = 0, math.inf
         if self.resuming:
             self._restore()

@@ -24,7 +24,7 @@ from tjepa.errors import ConfigError, ConfigMismatchError, InputError, TjepaErro
 from tjepa.train.config import PRESETS, STORE_FIELDS, model_overrides
 
 # Settings that change how fast a run goes, not what it computes: a resumed run may change them.
-OPERATIONAL = frozenset({"num_workers", "preload", "device", "progress"})
+OPERATIONAL = frozenset({"num_workers", "prefetch", "preload", "device", "progress"})
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,7 @@ class TrainConfig(ConfigMixin):
     head_lr_decay: float = 0.1
     amp: bool = True  # fp16 autocast + GradScaler; takes effect on CUDA only
     num_workers: int = 0
+    prefetch: int = 2  # batches read ahead (by threads, or per worker process) while the model trains
     preload: bool = False
     levels: tuple[int, ...] | None = None  # captured decoder layer numbers to use (None = all)
     preset: str = "paper"  # the model config the run starts from (train.config.PRESETS)
@@ -54,9 +55,9 @@ class TrainConfig(ConfigMixin):
     shuffle_window: int = 4
 
     def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1 or self.num_workers < 0:
-            raise TjepaError(f"epochs and batch_size must be >= 1 and num_workers >= 0, got "
-                             f"{self.epochs}, {self.batch_size}, {self.num_workers}")
+        if self.epochs < 1 or self.batch_size < 1 or self.num_workers < 0 or self.prefetch < 0:
+            raise TjepaError(f"epochs and batch_size must be >= 1, num_workers and prefetch >= 0, got "
+                             f"{self.epochs}, {self.batch_size}, {self.num_workers}, {self.prefetch}")
         if self.preset not in PRESETS:
             raise TjepaError(f"unknown model preset {self.preset!r}; choose one of {sorted(PRESETS)}")
         if self.shuffle not in ("global", "shards") or self.shuffle_window < 1:
