@@ -199,7 +199,8 @@ class Location:
                 found = fs.find(full)
             except FileNotFoundError:
                 found = []
-        return sorted(name[len(root) + 1:] for name in found)
+        # a server may keep the emptied prefix itself as an entry (SeaweedFS does): not an object of the store
+        return sorted(key for name in found if (key := name[len(root) + 1:]))
 
     def delete(self, keys: list[str]) -> None:
         if not keys:
@@ -230,7 +231,7 @@ class Location:
                 found = fs.find(full, detail=True)
             except FileNotFoundError:
                 found = {}
-        return {name[len(root) + 1:]: int(info.get("size") or 0) for name, info in found.items()}
+        return {key: int(info.get("size") or 0) for name, info in found.items() if (key := name[len(root) + 1:])}
 
     def nbytes(self, prefix: str = "") -> int:
         """Bytes of every object under `prefix` (default: the whole store)."""

@@ -189,6 +189,7 @@ class FeatureStore:
         }
         try:
             token = creation.begin(loc, committed=_committed(loc))
+            attrs["creation"] = token  # tells this store from a later one under the same name
             creation.upload_metadata(loc, _array_metadata(layout))
             creation.commit(loc, token, attrs)
         except OSError as err:

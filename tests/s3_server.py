@@ -2,8 +2,8 @@
 
 One server per test session, on free ports, bound to 127.0.0.1 only; its data lives in a temp
 directory and the process is stopped at the end. `S3Server.env()` is the AWS environment a client
-needs; `TcpCutter` sits between a client and the server and can cut every connection at once (a real
-network failure, not a mock).
+needs; `TcpCutter` sits between a client and the server, counts its requests and can cut every
+connection at once (a real network failure, not a mock).
 """
 
 from __future__ import annotations
@@ -115,6 +115,7 @@ class TcpCutter:
         self.port = self.listener.getsockname()[1]
         self.cut_after_puts = cut_after_puts
         self.puts = 0
+        self.gets = 0  # GET requests seen (a read from the server, data or metadata)
         self.is_cut = threading.Event()
         self._socks: list[socket.socket] = []
         self._lock = threading.Lock()
@@ -156,6 +157,8 @@ class TcpCutter:
                 data = src.recv(65536)
                 if not data:
                     break
+                if outbound:
+                    self.gets += data.count(b"GET /")
                 if outbound and data.startswith(b"PUT "):
                     self.puts += 1
                     if self.cut_after_puts is not None and self.puts > self.cut_after_puts:

@@ -196,6 +196,51 @@ def test_a_network_failure_mid_row_leaves_the_row_pending(aws):
     assert FeatureStore.open(url).status()[2] == DONE
 
 
+def test_row_cache_serves_the_next_epoch_and_keeps_its_bound(aws, tmp_path, monkeypatch):
+    from tjepa.train import data
+    from tjepa.train.data import CacheDataset
+    from tjepa.train.loader import BatchLoader
+    from tjepa.train.row_cache import RowCache
+
+    monkeypatch.setattr(data, "BIG_ROW", 0)  # these tiny latents take the per-row path of real ones
+    url = f"s3://{BUCKET}/cached.zarr"
+    make_store(url, layout=small_layout(rows_per_shard=2), n=6)
+    cutter = TcpCutter(int(aws.endpoint.rsplit(":", 1)[1]))
+    order = [5, 0, 3, 1, 4, 2]
+
+    def epoch(cache: RowCache, counted: bool = False) -> tuple[list[dict], int]:
+        """One epoch of a new dataset (a new run, or a resumed one) and the GETs it sent for data."""
+        options = {"endpoint_url": cutter.endpoint, "skip_instance_cache": True} if counted else None
+        ds = CacheDataset(locate(url, options), require_targets=False, row_cache=cache)
+        for name in ds.fields.values():
+            ds.reader.array(name)  # metadata: read by every new dataset, cached or not
+        before = cutter.gets
+        batches = list(BatchLoader(ds, order, 4))
+        return batches, cutter.gets - before
+
+    try:
+        cache = RowCache(tmp_path / "cache", max_gib=1)
+        first, _ = epoch(cache)
+        assert cache.nbytes() > 0
+        again, gets = epoch(cache, counted=True)  # every read is local now
+        assert gets == 0
+        for a, b in zip(first, again, strict=True):
+            assert all(torch.equal(a[k], b[k]) for k in a)
+        # the same name deleted and cached again: other contents, never served from the old entries
+        locate(url).delete(locate(url).keys())
+        make_store(url, layout=small_layout(rows_per_shard=2), n=6, seed=1)
+        fresh, _ = epoch(cache)
+        assert not torch.equal(fresh[0]["vjepa_past"], first[0]["vjepa_past"])
+        # a bound of a third of one epoch's entries: kept under it, the oldest evicted; and the batches
+        # (read from the bucket into an empty cache) are those the recreated store's entries gave
+        small = RowCache(tmp_path / "small", max_gib=cache.nbytes() / 2 / 3 / 2**30)
+        bounded, _ = epoch(small)
+        assert 0 < small.nbytes() <= small.max_bytes
+        assert all(torch.equal(a[k], b[k]) for a, b in zip(bounded, fresh, strict=True) for k in a)
+    finally:
+        cutter.close()
+
+
 def _record(url: str, host: str) -> None:
     os.environ["TJEPA_HOST"] = host
     book = Ledger.of_store(url)

@@ -7,6 +7,7 @@ process and never pickled. `preload=True` reads every needed array once, in bulk
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import threading
@@ -25,6 +26,7 @@ from tjepa.cache_schema.reader import SPECS, StoreReader, captured_layers
 from tjepa.cache_schema.storage import Location, locate
 from tjepa.errors import StoreFormatError, TjepaError
 from tjepa.train import chunk_reads
+from tjepa.train.row_cache import RowCache, store_key
 
 # batch key -> store field (cache_schema.layout.PATHS); `cam_last` is the last step of cam_past
 _BASE = {
@@ -121,11 +123,12 @@ class CacheDataset(torch.utils.data.Dataset):
     `rows`: store rows to serve (None = all done rows); every row must be done. `levels`: a subset of
     the captured decoder layer numbers (None = all). Items also carry `row` (long), the store row.
     `require_targets=False` also serves a store of plain videos (items without the target keys).
+    `row_cache`: keep what batches read from the store in a bounded local directory (train/row_cache.py).
     """
 
     def __init__(self, store_path: str | Path | Location, rows: Sequence[int] | None = None,
                  levels: tuple[int, ...] | None = None, with_tokens: bool = False, preload: bool = False,
-                 require_targets: bool = True):
+                 require_targets: bool = True, row_cache: RowCache | None = None):
         self.location = locate(store_path)  # carries --storage-options into DataLoader workers
         self.index = read_index(self.location)
         self.path = self.index.path
@@ -156,8 +159,27 @@ class CacheDataset(torch.utils.data.Dataset):
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
         self._plans: dict[str, chunk_reads.Plan | None] = {}
+        self._cache = self._bind_cache(row_cache) if row_cache is not None else None
         if preload:
             self._mem = self._read_bulk()
+
+    def _bind_cache(self, cache: RowCache) -> RowCache:
+        """`cache` for this store; entry names carry the run that wrote each row (index/run)."""
+        loc, attrs = self.location, self.reader.attrs
+        url = loc.url if not loc.local else str(loc.path.resolve())
+        creation = {"provenance": attrs.get("provenance"), "token": attrs.get("creation"),
+                    "runs": None if self.reader.has("run") else len(attrs.get("runs", []))}
+        self._row_runs = self.reader.read("run") if self.reader.has("run") else np.zeros(len(self.index.done), int)
+        return cache.for_store(store_key(url, self.index.fingerprint, creation))
+
+    def _cache_name(self, key: str, name: str, row: int | None = None, shard: int | None = None) -> str:
+        what = "cam_past.last" if key == "cam_last" else name
+        if row is not None:
+            return f"{what}.r{row}.{int(self._row_runs[row])}"
+        rps = self.index.layout.rows_per_shard
+        sl = slice(shard * rps, (shard + 1) * rps)
+        tag = hashlib.sha1(self._row_runs[sl].tobytes() + self.index.done[sl].tobytes()).hexdigest()[:12]
+        return f"{what}.s{shard}.{tag}"
 
     def _array(self, field: str):
         return self.reader.array(field)
@@ -229,6 +251,7 @@ class CacheDataset(torch.utils.data.Dataset):
         jobs: list[tuple[str, str, list[int], int, bool]] = []  # key, field, batch positions, row or shard, big
         direct: list[tuple[chunk_reads.Plan, int, np.ndarray]] = []  # rows read as ranged GETs
         convert: list[tuple[str, str, int, np.ndarray]] = []  # ... of those, the ones to decode into place
+        fetched: list[tuple[str, str, int, np.ndarray]] = []  # ... of those, the ones the row cache keeps
         for key, name in self.fields.items():
             arr, spec = self._array(name), SPECS[name]
             row_shape = arr.shape[2:] if key == "cam_last" else arr.shape[1:]
@@ -241,8 +264,13 @@ class CacheDataset(torch.utils.data.Dataset):
                     continue
                 into = out[key].dtype == ranged.dtype and out[key].shape[1:] == ranged.row_shape  # as stored
                 for j, r in enumerate(rows):
+                    kept = self._cache.get(self._cache_name(key, name, row=r)) if self._cache else None
                     raw = out[key][j] if into else np.empty(ranged.row_shape, ranged.dtype)
-                    direct.append((ranged, r, raw))
+                    if kept is not None:
+                        raw[...] = kept
+                    else:
+                        direct.append((ranged, r, raw))
+                        fetched.append((key, name, r, raw))
                     if not into:
                         convert.append((key, name, j, raw))
             else:
@@ -256,14 +284,22 @@ class CacheDataset(torch.utils.data.Dataset):
             arr, dst = self._array(name), out[key][where[0]:where[0] + 1]
             sel = (slice(at, at + 1), -1) if key == "cam_last" else (slice(at, at + 1),)
             stored = (1, *(arr.shape[2:] if key == "cam_last" else arr.shape[1:]))
-            if dst.dtype == arr.dtype and dst.shape == stored and name not in _DECODED:
+            entry = self._cache_name(key, name, row=at) if self._cache else ""
+            kept = self._cache.get(entry) if self._cache else None
+            if kept is None and dst.dtype == arr.dtype and dst.shape == stored and name not in _DECODED:
                 arr.get_basic_selection(sel, out=_nd(dst))  # zarr writes the chunk into the batch itself
+                raw = dst
             else:
-                dst[...] = self._select_levels(key, self.reader.decode(name, arr.get_basic_selection(sel)), 1)
+                raw = np.asarray(arr.get_basic_selection(sel)) if kept is None else kept[None]
+                dst[...] = self._select_levels(key, self.reader.decode(name, raw), 1)
+            if self._cache and kept is None:
+                self._cache.put(entry, raw[0])
 
         pending = [pool.submit(read, job) for job in jobs]
         if direct:
             chunk_reads.read_rows(self.location, direct)
+        for key, name, r, raw in fetched if self._cache else ():
+            self._cache.put(self._cache_name(key, name, row=r), raw)
         for key, name, j, raw in convert:
             out[key][j] = self._select_levels(key, self.reader.decode(name, raw[None]), 1)[0]
         for f in pending:
@@ -286,7 +322,12 @@ class CacheDataset(torch.utils.data.Dataset):
                 return self._shards[(key, shard)]
         arr, rps = self._array(name), self.index.layout.rows_per_shard
         sel = (slice(shard * rps, min((shard + 1) * rps, arr.shape[0])),)
-        x = self._select_levels(key, self.reader.decode(name, arr[(*sel, -1) if key == "cam_last" else sel]), 1)
+        stored = self._cache.get(self._cache_name(key, name, shard=shard)) if self._cache else None
+        if stored is None:
+            stored = np.asarray(arr[(*sel, -1) if key == "cam_last" else sel])
+            if self._cache:
+                self._cache.put(self._cache_name(key, name, shard=shard), stored)
+        x = self._select_levels(key, self.reader.decode(name, stored), 1)
         with self._lock:
             self._shards[(key, shard)] = x
             while len(self._shards) > KEEP_SHARDS * len(self.fields):

@@ -35,6 +35,7 @@ from tjepa.train.checkpoint import (
 from tjepa.train.data import CacheDataset, read_index, to_device
 from tjepa.train.loader import BatchLoader
 from tjepa.train.rollout import resolve_steps, rollout_validation
+from tjepa.train.row_cache import RowCache
 from tjepa.train.run_config import RunPaths, TrainConfig, prepare_run_dir, run_document
 from tjepa.train.shard_order import ShardShuffleSampler
 from tjepa.train.splits import Splits, make_splits, read_splits, write_splits
@@ -238,12 +239,14 @@ class Trainer:
             self.splits = make_splits(index.groups, index.done, cfg.fractions, cfg.split_seed)
             if self.d.main:
                 write_splits(run_dir, self.splits, index.videos)
+        cache = RowCache(cfg.row_cache, cfg.row_cache_gib) if cfg.row_cache else None
         lim = slice(None, cfg.limit)
         val_rows = self.splits.val[lim][self.d.rank::self.d.world]
         self.train_ds: Dataset
         if window is None:
-            self.train_ds = CacheDataset(store, self.splits.train[lim], cfg.levels, with_tokens, cfg.preload)
-            self.val_ds: Dataset = CacheDataset(store, val_rows, cfg.levels, with_tokens, cfg.preload)
+            self.train_ds = CacheDataset(store, self.splits.train[lim], cfg.levels, with_tokens, cfg.preload,
+                                         row_cache=cache)
+            self.val_ds: Dataset = CacheDataset(store, val_rows, cfg.levels, with_tokens, cfg.preload, row_cache=cache)
         else:
             self.train_ds = WindowDataset(store, self.splits.train[lim], window, cfg.levels, with_tokens,
                                           cfg.preload)

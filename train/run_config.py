@@ -24,7 +24,7 @@ from tjepa.errors import ConfigError, ConfigMismatchError, InputError, TjepaErro
 from tjepa.train.config import PRESETS, STORE_FIELDS, model_overrides
 
 # Settings that change how fast a run goes, not what it computes: a resumed run may change them.
-OPERATIONAL = frozenset({"num_workers", "prefetch", "preload", "device", "progress"})
+OPERATIONAL = frozenset({"num_workers", "prefetch", "preload", "device", "progress", "row_cache", "row_cache_gib"})
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,8 @@ class TrainConfig(ConfigMixin):
     amp: bool = True  # fp16 autocast + GradScaler; takes effect on CUDA only
     num_workers: int = 0
     prefetch: int = 2  # batches read ahead (by threads, or per worker process) while the model trains
+    row_cache: str | None = None  # local directory keeping what was read from the store (train/row_cache.py)
+    row_cache_gib: float = 50.0  # its size bound
     preload: bool = False
     levels: tuple[int, ...] | None = None  # captured decoder layer numbers to use (None = all)
     preset: str = "paper"  # the model config the run starts from (train.config.PRESETS)
@@ -63,6 +65,8 @@ class TrainConfig(ConfigMixin):
         if self.shuffle not in ("global", "shards") or self.shuffle_window < 1:
             raise TjepaError(f"shuffle must be 'global' or 'shards' and shuffle_window >= 1, got "
                              f"{self.shuffle!r}, {self.shuffle_window}")
+        if self.row_cache_gib <= 0:
+            raise TjepaError(f"row_cache_gib must be > 0, got {self.row_cache_gib}")
         if self.limit is not None and self.limit < 1:
             raise TjepaError(f"limit must be >= 1 or None, got {self.limit}")
         if self.levels is not None:

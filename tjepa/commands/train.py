@@ -82,6 +82,9 @@ def train(
     limit: Annotated[int | None, typer.Option(min=1, help="Use at most this many train and val videos each.")] = None,
     preload: Annotated[bool | None, typer.Option("--preload/--no-preload", help="Read the needed arrays into memory first.")] = None,
     num_workers: Annotated[int | None, typer.Option("--num-workers", min=0, help="DataLoader worker processes (default 0).")] = None,
+    row_cache: Annotated[str | None, typer.Option("--row-cache", help="Keep what is read from the store in this local directory "
+                                                  "(for stores on object storage; off by default).")] = None,
+    row_cache_gib: Annotated[float | None, typer.Option("--row-cache-gib", min=0.001, help="Size bound of --row-cache in GiB (default 50).")] = None,
     amp: Annotated[bool | None, typer.Option("--amp/--no-amp", help="fp16 autocast + grad scaler, CUDA only (default on).")] = None,
     resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Continue RUN's checkpoint, or start over.")] = True,
     device: Annotated[str | None, typer.Option(help="auto (default), cpu, cuda or cuda:N.")] = None,
@@ -107,6 +110,7 @@ def train(
         train__epochs=epochs, train__batch_size=batch_size, train__seed=seed, train__split_seed=split_seed,
         train__lr_head=lr_head, train__lr_predictor=lr_predictor, train__levels=_levels(levels),
         train__preset=preset, train__limit=limit, train__preload=preload, train__num_workers=num_workers,
+        train__row_cache=row_cache, train__row_cache_gib=row_cache_gib,
         train__amp=amp, train__device=device, model__variant=variant, model__stream=stream,
         model__level_mode=level_mode, model__conditioning=conditioning)
     if only and config is None:
