@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -33,6 +34,7 @@ from tjepa.cli import app
 from tjepa.errors import TjepaError
 
 BUCKET = "tjepa-it"
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -239,6 +241,44 @@ def test_row_cache_serves_the_next_epoch_and_keeps_its_bound(aws, tmp_path, monk
         assert all(torch.equal(a[k], b[k]) for a, b in zip(bounded, fresh, strict=True) for k in a)
     finally:
         cutter.close()
+
+
+def test_dvc_repro_tracks_a_store_in_the_bucket(aws, tmp_path):
+    """dvc.yaml names the store `${cache.store}`: the cache stage's output (cache: false) and a
+    dependency of the stages after it. With `cache.store: s3://...` in params.yaml, the AWS
+    environment and dvc-s3, DVC tracks it in the bucket: runs, skips, and sees a changed row."""
+    import yaml
+
+    real = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    assert real["cache"]["outs"] == [{"${cache.store}": {"cache": False}}]
+    assert "${cache.store}" in real["train"]["do"]["deps"] and "${cache.store}" in real["eval"]["do"]["deps"]
+    url = f"s3://{BUCKET}/dvc.zarr"
+    stages = {"cache": {"cmd": "python make.py ${cache.store}", "params": ["cache"], "outs": real["cache"]["outs"]},
+              "train": {"cmd": "python -c \"open('trained', 'w')\"", "deps": ["${cache.store}"],
+                        "outs": [{"trained": {"cache": False}}]}}
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"cache": {"store": url}}))
+    (tmp_path / "make.py").write_text("import sys\nfrom tjepa.cache_schema.testing import make_store\n"
+                                      "make_store(sys.argv[1], n=4)\n")
+    env = dict(os.environ, DVC_NO_ANALYTICS="1", PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+
+    def dvc(*args: str) -> str:
+        res = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=tmp_path, env=env, capture_output=True,
+                             text=True, timeout=120)
+        assert res.returncode == 0, res.stdout + res.stderr
+        return res.stdout
+
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    dvc("init", "-q")
+    out = dvc("repro")
+    assert "Running stage 'cache'" in out and "Running stage 'train'" in out
+    assert (FeatureStore.open(url).status() == DONE).sum() == 4
+    assert f"path: {url}" in (tmp_path / "dvc.lock").read_text()
+    assert "up to date" in dvc("status")
+    store = FeatureStore.open(url, "r+")
+    store.write_row(1, random_row(store.layout, np.random.default_rng(7)))  # another run redoes a row
+    changed = dvc("status")
+    assert "changed deps" in changed and f"modified:           {url}" in changed, changed
 
 
 def _record(url: str, host: str) -> None:
