@@ -75,10 +75,12 @@ def _dataset(store: str, options: dict | None = None):
 
 def _loader(ds, batch: int, workers: int, rows_per_shard: int):
     """What `tjepa train --set train.shuffle=shards` iterates (default prefetch)."""
-    from tjepa.train.loader import BatchLoader
+    from tjepa.train.loader import BatchLoader, worker_context
     from tjepa.train.shard_order import ShardShuffleSampler
 
-    return BatchLoader(ds, ShardShuffleSampler(ds.rows, rows_per_shard, seed=0), batch, num_workers=workers)
+    context = worker_context(not ds.location.local) if workers else None
+    return BatchLoader(ds, ShardShuffleSampler(ds.rows, rows_per_shard, seed=0), batch, num_workers=workers,
+                       context=context)
 
 
 def _epoch(loader) -> tuple[float, int]:
@@ -179,9 +181,9 @@ def run(ctx: Context, server=None) -> Section:
                 "(the shard index, then the chunk), each with its Python and request-signing overhead, and every "
                 "small array cost one request per row; the loader now reads the latents as one ranged GET per row "
                 "(`train/chunk_reads.py`) and the small arrays a shard at a time, kept across batches.",
-                "With workers, every worker opens its own connections and arrays and starts with no shard kept; in "
-                "an epoch of a few batches that start-up dominates, so that row shows they work from a bucket, "
-                "not their steady-state speed."]
+                "With workers (from a fork server for the bucket, forked for the local store), every worker opens "
+                "its own connections and arrays and starts with no shard kept; in an epoch of a few batches that "
+                "start-up dominates, so those rows show they work, not their steady-state speed."]
     intro = ("SeaweedFS (`weed mini`) on loopback, one store uploaded unchanged from the local copy. The bucket "
              "and local rows are the trainer's loader (`BatchLoader`, train/loader.py): each batch is one "
              "`CacheDataset.read_batch` with all its requests in flight (a request per row of the latents, a "

@@ -3,7 +3,8 @@
 Each batch is one `CacheDataset.read_batch` (all its chunks in flight at once). With no worker
 processes, `prefetch` batches are read by background threads while the model trains on the current
 one, so a bucket's latency overlaps compute; with `num_workers` > 0 a torch DataLoader hands whole
-batches to forked workers (`prefetch` batches ahead per worker). Either way the batches and their
+batches to worker processes (`prefetch` batches ahead per worker): forked for a local store, started
+by a fork server for a remote one (`worker_context`). Either way the batches and their
 order are those of `DataLoader(dataset, batch_size, sampler=sampler)`: the order stays a pure
 function of (seed, epoch), so a resumed run replays it exactly.
 """
@@ -28,6 +29,20 @@ def read_batch(dataset: Dataset, idx: Sequence[int]) -> Batch:
     return default_collate([dataset[i] for i in idx])
 
 
+def worker_context(remote: bool) -> Any:
+    """How DataLoader workers start. Forked workers inherit the parent's open HTTP connections and
+    their event loops; what a forked worker tears down there takes the parent's sockets with it
+    (measured: the parent's next reads from the bucket stalled 15 s after the workers ended). For a
+    remote store they start from a fork server instead, which imports torch and the reader once."""
+    if not remote:
+        return None
+    import multiprocessing as mp
+
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["torch", "tjepa.train.data"])
+    return ctx
+
+
 class _Batches(Dataset):
     """A dataset whose items are whole batches (a list of indices in, a collated batch out)."""
 
@@ -42,7 +57,8 @@ class BatchLoader:
     """Iterable of collated batches of `dataset` in `sampler` order (the last one may be short)."""
 
     def __init__(self, dataset: Dataset, sampler: Sampler[int], batch_size: int, *, num_workers: int = 0,
-                 prefetch: int = 2, pin_memory: bool = False, generator: torch.Generator | None = None):
+                 prefetch: int = 2, pin_memory: bool = False, generator: torch.Generator | None = None,
+                 context: Any = None):
         if prefetch < 0 or num_workers < 0:
             raise ValueError(f"prefetch and num_workers must be >= 0, got {prefetch}, {num_workers}")
         self.dataset, self.sampler, self.batch_size = dataset, sampler, batch_size
@@ -53,7 +69,8 @@ class BatchLoader:
             # persistent: forked once, reused every epoch; the sampler is iterated here, in this process
             self._workers = DataLoader(_Batches(dataset), batch_size=None, sampler=self.batches,
                                        num_workers=num_workers, persistent_workers=True,
-                                       prefetch_factor=max(1, prefetch), pin_memory=pin_memory, generator=generator)
+                                       prefetch_factor=max(1, prefetch), pin_memory=pin_memory, generator=generator,
+                                       multiprocessing_context=context)
 
     def __len__(self) -> int:
         return len(self.batches)

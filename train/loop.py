@@ -23,6 +23,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Dataset, DistributedSampler, Sampler, SequentialSampler
 
+from tjepa.cache_schema.storage import locate
 from tjepa.devices import resolve_device
 from tjepa.errors import ConfigError, TjepaError
 from tjepa.train.checkpoint import (
@@ -33,7 +34,7 @@ from tjepa.train.checkpoint import (
     truncate_metrics,
 )
 from tjepa.train.data import CacheDataset, read_index, to_device
-from tjepa.train.loader import BatchLoader
+from tjepa.train.loader import BatchLoader, worker_context
 from tjepa.train.rollout import resolve_steps, rollout_validation
 from tjepa.train.row_cache import RowCache
 from tjepa.train.run_config import RunPaths, TrainConfig, prepare_run_dir, run_document
@@ -280,7 +281,8 @@ class Trainer:
                                                cfg.shuffle_window)
         # whole batches read ahead (train/loader.py): in sampler order, so the run is the same
         loading = dict(num_workers=cfg.num_workers, prefetch=cfg.prefetch, pin_memory=self.d.device.type == "cuda",
-                       generator=torch.Generator().manual_seed(cfg.seed))
+                       generator=torch.Generator().manual_seed(cfg.seed),
+                       context=worker_context(not locate(store).local) if cfg.num_workers else None)
         self.train_loader = BatchLoader(self.train_ds, self.sampler, cfg.batch_size, **loading)
         self.val_loader = BatchLoader(self.val_ds, SequentialSampler(range(len(self.val_ds))),  # type: ignore[arg-type]
                                       cfg.batch_size, **loading)
