@@ -13,7 +13,7 @@ import os
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -156,6 +156,7 @@ class CacheDataset(torch.utils.data.Dataset):
         self.reader = StoreReader(self.location)  # zarr handles opened lazily per process, never pickled
         self._mem: dict[str, np.ndarray] | None = None
         self._shards: OrderedDict[tuple[str, int], np.ndarray] = OrderedDict()  # small arrays, by shard
+        self._fetching: dict[tuple[str, int], Future] = {}  # ... being read by one thread for all
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
         self._plans: dict[str, chunk_reads.Plan | None] = {}
@@ -221,7 +222,8 @@ class CacheDataset(torch.utils.data.Dataset):
 
     # ---- whole batches ---------------------------------------------------------------------------
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_pool": None, "_lock": None, "_plans": {}}  # nor threads, locks, handles
+        # threads, locks, open handles and reads in flight never cross a pickle
+        return {**self.__dict__, "_pool": None, "_lock": None, "_plans": {}, "_fetching": {}}
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state, _lock=threading.Lock())
@@ -231,7 +233,7 @@ class CacheDataset(torch.utils.data.Dataset):
         own lock: the parent's could have been held by a thread the child does not have)."""
         if self._pool is None or self._pool_pid != os.getpid():
             self._pool, self._pool_pid = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="tjepa-read"), os.getpid()
-            self._lock, self._plans = threading.Lock(), {}
+            self._lock, self._plans, self._fetching = threading.Lock(), {}, {}
         return self._pool
 
     def read_batch(self, idx: Sequence[int]) -> dict[str, torch.Tensor]:
@@ -315,23 +317,38 @@ class CacheDataset(torch.utils.data.Dataset):
         return self._plans[name]
 
     def _small_shard(self, key: str, name: str, shard: int) -> np.ndarray:
-        """All rows of one shard of a small array, decoded, levels selected (the last few kept)."""
+        """All rows of one shard of a small array, decoded, levels selected (the last few kept). One
+        fetch per shard even when batches read ahead ask for it at once: the others wait for it."""
         with self._lock:
-            if (key, shard) in self._shards:
+            kept = self._shards.get((key, shard))
+            if kept is not None:
                 self._shards.move_to_end((key, shard))
-                return self._shards[(key, shard)]
-        arr, rps = self._array(name), self.index.layout.rows_per_shard
-        sel = (slice(shard * rps, min((shard + 1) * rps, arr.shape[0])),)
-        stored = self._cache.get(self._cache_name(key, name, shard=shard)) if self._cache else None
-        if stored is None:
-            stored = np.asarray(arr[(*sel, -1) if key == "cam_last" else sel])
-            if self._cache:
-                self._cache.put(self._cache_name(key, name, shard=shard), stored)
-        x = self._select_levels(key, self.reader.decode(name, stored), 1)
+                return kept
+            wait = self._fetching.get((key, shard))
+            if wait is None:
+                self._fetching[(key, shard)] = mine = Future()
+        if wait is not None:
+            return wait.result()
+        try:
+            arr, rps = self._array(name), self.index.layout.rows_per_shard
+            sel = (slice(shard * rps, min((shard + 1) * rps, arr.shape[0])),)
+            stored = self._cache.get(self._cache_name(key, name, shard=shard)) if self._cache else None
+            if stored is None:
+                stored = np.asarray(arr[(*sel, -1) if key == "cam_last" else sel])
+                if self._cache:
+                    self._cache.put(self._cache_name(key, name, shard=shard), stored)
+            x = self._select_levels(key, self.reader.decode(name, stored), 1)
+        except BaseException as err:
+            with self._lock:
+                del self._fetching[(key, shard)]  # the next batch tries again
+            mine.set_exception(err)
+            raise
         with self._lock:
             self._shards[(key, shard)] = x
+            del self._fetching[(key, shard)]
             while len(self._shards) > KEEP_SHARDS * len(self.fields):
                 self._shards.popitem(last=False)
+        mine.set_result(x)
         return x
 
     def __getitems__(self, idx: Sequence[int]) -> list[dict[str, torch.Tensor]]:

@@ -16,6 +16,7 @@ at most (processes - 1) x 1/32 of it; an entry another process evicted is just a
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import tempfile
@@ -43,11 +44,11 @@ class RowCache:
             raise TjepaError(f"the row cache needs a size limit > 0 GiB, got {max_gib}")
         self.root, self.max_gib, self.store = Path(directory), float(max_gib), store
         self.max_bytes = int(max_gib * 2**30)
-        self._lock, self._added, self._pid = threading.Lock(), 0, os.getpid()
+        self._lock, self._added, self._pending, self._pid = threading.Lock(), 0, 0, os.getpid()
         self._known: int | None = None  # bytes in the directory at the last scan (None: not yet)
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_lock": None, "_known": None, "_added": 0}
+        return {**self.__dict__, "_lock": None, "_known": None, "_added": 0, "_pending": 0}
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state, _lock=threading.Lock())
@@ -70,21 +71,26 @@ class RowCache:
 
     def put(self, name: str, value: np.ndarray) -> None:
         """Store an entry (atomically), evicting the least recently used ones to stay in the bound."""
-        value = np.ascontiguousarray(value)
-        size = value.nbytes + 128  # the .npy header
-        if size > self.max_bytes:
+        buf = io.BytesIO()
+        np.save(buf, np.ascontiguousarray(value), allow_pickle=False)
+        blob = buf.getvalue()
+        if len(blob) > self.max_bytes:
             return
-        self._make_room(size)
+        self._make_room(len(blob))
         path = self._path(name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".tmp")
         try:
-            with os.fdopen(fd, "wb") as fh:
-                np.save(fh, value, allow_pickle=False)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".tmp")
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(blob)
+                os.replace(tmp, path)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+        finally:
+            with self._lock:  # written (or failed): no longer in flight
+                self._pending -= len(blob)
 
     def _entries(self) -> list[tuple[float, int, Path]]:
         out = []
@@ -97,20 +103,23 @@ class RowCache:
         return out
 
     def _make_room(self, size: int) -> None:
+        """Reserve `size` bytes: counted with what is on disk and what this process is still writing."""
         with self._lock:
             if self._pid != os.getpid():  # a forked worker: count from a fresh scan
-                self._known, self._added, self._pid = None, 0, os.getpid()
+                self._known, self._added, self._pending, self._pid = None, 0, 0, os.getpid()
             fits = self._known is not None and self._known + self._added + size <= self.max_bytes
             if not fits or self._added + size > self.max_bytes // RESCAN:
                 entries = self._entries()
                 total = sum(s for _, s, _ in entries)
                 for _, s, path in sorted(entries):  # oldest use first
-                    if total + size <= self.max_bytes:
+                    if total + self._pending + size <= self.max_bytes:
                         break
                     path.unlink(missing_ok=True)
                     total -= s
-                self._known, self._added = total, 0
-            self._added += size  # reserved before the write, so threads of one process never overshoot
+                # reserved writes still in flight are not on disk yet: they stay counted
+                self._known, self._added = total, self._pending
+            self._pending += size
+            self._added += size  # since the scan: written, or reserved and being written
 
     def nbytes(self) -> int:
         """Bytes of every entry in the directory (all stores)."""
