@@ -27,7 +27,7 @@ from typing import Any
 from tjepa.errors import InputError
 from tjepa.eval.egodex_protocol import HORIZONS_S, PAPER_TABLE3, horizon_key
 from tjepa.eval.egodex_protocol import PAPER_NOTE as EGODEX_PAPER_NOTE
-from tjepa.eval.report import METRICS_FILE, portable_path, read_metrics_json, to_jsonable
+from tjepa.eval.report import METRICS_FILE, compact_metrics, portable_path, read_metrics_json, to_jsonable
 
 # docs/method.md §9 (paper Table 1 and Table 7). Real EgoDex, their validation split, an earlier leaky
 # version of their code: the shape of the result, not a bar to compare synthetic runs against.
@@ -264,3 +264,24 @@ def summary(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 def to_summary_json(rows: Sequence[dict[str, Any]]) -> str:
     return json.dumps(to_jsonable(summary(rows)), indent=2, allow_nan=False) + "\n"
+
+
+def seed_summary(entries: Sequence[Entry]) -> dict[str, Any]:
+    """One model's `summary.json` figures (report.compact_metrics) averaged over its seeds, plus
+    `ade_std` (ddof=1; None for one seed) and `n_seeds`: the `--seed-summary` document, one flat row of
+    `dvc metrics show` per model. Every entry must be a seed of the same model on the same data."""
+    groups = {(e.name, e.data) for e in entries}
+    if len(groups) > 1:
+        raise InputError(entries[0].path, f"--seed-summary summarises the seeds of one model on one data, got "
+                                          f"{sorted(f'{n} [{d[0]}, n={d[2]}]' for n, d in groups)}")
+    per_seed = [compact_metrics(e.metrics) for e in entries]
+    out: dict[str, Any] = {}
+    for key in per_seed[0]:
+        vals = [_num(m.get(key)) for m in per_seed]
+        mean = _mean(vals)
+        out[key] = round(mean, 4) if math.isfinite(mean) else None
+    out["n"] = per_seed[0]["n"]  # the same data: one count
+    std = _std([_num(m.get("ade")) for m in per_seed])
+    out["ade_std"] = None if std is None else round(std, 4)
+    out["n_seeds"] = len(entries)
+    return out

@@ -152,3 +152,22 @@ def test_probe_section_and_flat_summary(reports, tmp_path):
     (tmp_path / "bad.json").write_text("{}")
     res = CliRunner().invoke(app, ["compare", str(reports / "jepa"), "--probe", str(tmp_path / "bad.json")])
     assert isinstance(res.exception, InputError) and "bad.json" in str(res.exception)
+
+
+def test_seed_summary_is_one_flat_row_of_seed_means(reports, tmp_path):
+    from tjepa.cli import app
+
+    out = tmp_path / "metrics" / "thinkjepa.json"
+    res = CliRunner().invoke(app, ["compare", str(reports / "thinkjepa"), "--seed-summary", str(out)])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(out.read_text())
+    ades = [v[0] for v in THINK.values()]
+    assert doc["ade"] == round(statistics.fmean(ades), 4) and doc["ade_std"] == round(statistics.stdev(ades), 4)
+    assert doc["fde"] == round(statistics.fmean(v[1] for v in THINK.values()), 4)
+    assert doc["ade@1s"] == round(statistics.fmean(v[3] for v in THINK.values()), 4)
+    assert doc["ade@2s"] is None and doc["ade_persist"] == 0.2 and (doc["n"], doc["n_seeds"]) == (6, 3)
+    assert all(not isinstance(v, (dict, list)) for v in doc.values())  # one flat row
+    # seeds of two models are not one row: refused, naming them
+    res = CliRunner().invoke(app, ["compare", str(reports / "thinkjepa"), str(reports / "jepa"),
+                                   "--seed-summary", str(out)])
+    assert isinstance(res.exception, InputError) and "one model" in str(res.exception) and "jepa" in str(res.exception)

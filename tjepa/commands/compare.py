@@ -18,6 +18,9 @@ def compare(
     summary_out: Annotated[Path | None, typer.Option(
         "--summary", help="Also write a compact flat JSON for `dvc metrics show` here (per row: ade, ade_std, "
                           "fde, acc, n_seeds).")] = None,
+    seed_summary_out: Annotated[Path | None, typer.Option(
+        "--seed-summary", help="Write the one model's summary.json figures averaged over its seeds (plus ade_std, "
+                               "n_seeds) here: a flat `dvc metrics show` row. DIRs must be seeds of one model.")] = None,
     probe: Annotated[Path | None, typer.Option(
         "--probe", help="Add a `tjepa probe --out` result: its held-out accuracies (compare.md) and "
                         "document (`probe` in the JSON).")] = None,
@@ -25,12 +28,16 @@ def compare(
         "--paper/--no-paper", help="Add the paper's published EgoDex numbers (clearly labelled, not comparable).")] = False,
 ) -> None:
     """Compare the metrics of several evaluations (models and baselines) in one table."""
+    import json
+
     from rich.console import Console
 
-    from tjepa.eval.compare import comparison_rows, load_entries, to_json, to_summary_json
+    from tjepa.eval.compare import comparison_rows, load_entries, seed_summary, to_json, to_summary_json
     from tjepa.eval.compare_tables import PROBE_TITLE, rich_tables, to_markdown
 
-    rows = comparison_rows(load_entries(dirs))
+    entries = load_entries(dirs)
+    rows = comparison_rows(entries)
+    seed_doc = seed_summary(entries) if seed_summary_out else None
     probe_doc = probe_md = None
     if probe is not None:
         from tjepa.eval.probe import read_probe
@@ -45,7 +52,8 @@ def compare(
         console.print(probe_md, markup=False, highlight=False)
     for path, text in ((out, to_markdown(rows, paper, probe_md) if out else None),
                        (json_out, to_json(rows, paper, probe_doc) if json_out else None),
-                       (summary_out, to_summary_json(rows) if summary_out else None)):
+                       (summary_out, to_summary_json(rows) if summary_out else None),
+                       (seed_summary_out, json.dumps(seed_doc, indent=2, allow_nan=False) + "\n" if seed_doc else None)):
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text)
