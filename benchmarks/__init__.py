@@ -14,6 +14,7 @@ BENCHMARKS = {
     "stage_one_memory": "benchmarks.stage_one_memory",
     "tokens": "benchmarks.tokens",
     "stage_one_speed": "benchmarks.stage_one_speed",
+    "demo_train": "benchmarks.demo_train",
     "attention": "benchmarks.attention",
     "bucket": "benchmarks.bucket",
     "gpu": "benchmarks.gpu",

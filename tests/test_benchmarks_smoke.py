@@ -178,3 +178,14 @@ def test_bucket_smoke(tmp_path, machine, s3_server):
     names = column(section.tables[0], "source")
     assert names[:2] == [bucket.RAW_WHOLE, bucket.RAW_RANGES]
     assert {"bucket, 0 workers", "local, 0 workers", "bucket, 1 workers"} <= set(names)
+
+
+def test_demo_train_smoke(tmp_path, machine):
+    from benchmarks import demo_train
+
+    section = demo_train.run(smoke_ctx(tmp_path, machine))
+    check_section(section, "demo_train")
+    single, par = section.tables
+    assert all(float(r) > 0 for r in column(single, "samples/s (median of epochs 2+)"))
+    assert column(par, "vs one process") == ["1.00x"]
+    assert "top ops" in section.findings[-1]

@@ -31,8 +31,10 @@ def project(tmp_path_factory):
     root = tmp_path_factory.mktemp("dvcproj")
     shutil.copy2(REPO / "dvc.yaml", root / "dvc.yaml")
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["data"]["episodes"] = 9
+    params["data"]["episodes"] = 16  # 2 per task folder: 12 train / 2 val / 2 test videos
     params["train"]["epochs"] = 1
+    params["runs"]["seeds"] = "42"  # seed aggregation is tested in test_compare_seeds.py
+    params["eval"]["figures"] = 0
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     _run(["git", "init", "-q"], root)
     _run([sys.executable, "-m", "dvc", "init", "-q"], root)
@@ -42,12 +44,20 @@ def project(tmp_path_factory):
 
 def test_repro_runs_every_stage_and_writes_metrics(project):
     _run([sys.executable, "-m", "dvc", "repro"], project)
-    for variant in ("thinkjepa", "jepa", "vlm"):
-        metrics = json.loads((project / f"reports/{variant}/metrics.json").read_text())
+    variants = yaml.safe_load((project / "params.yaml").read_text())["variants"]
+    assert {"thinkjepa", "jepa", "vlm", "thinkjepa-dense", "jepa-dense"} <= set(variants)
+    for name in variants:
+        metrics = json.loads((project / f"reports/{name}/seed42/metrics.json").read_text())
         assert metrics["split"] == "test" and metrics["n"] > 0
         assert metrics["ade"] is not None and metrics["ade"] > 0
+        assert json.loads((project / f"reports/metrics/{name}.json").read_text())["n_seeds"] == 1
     table = (project / "reports/compare.md").read_text()
-    assert "thinkjepa" in table and "persistence" in table
+    assert "thinkjepa-dense" in table and "persistence" in table and "carry the cue" in table
+    rows = {r["name"]: r for r in json.loads((project / "reports/compare.json").read_text())["rows"]}
+    assert rows["jepa-dense"]["seeds"] == [42] and "probe" in json.loads((project / "reports/compare.json").read_text())
+    # the dense store's V-JEPA clip is the window before the split; the uniform one is not
+    probe = json.loads((project / "reports/probe.json").read_text())
+    assert {r["sampling"] for r in probe["results"]} == {"uniform", "dense window of 8 frames"}
     shown = _run([sys.executable, "-m", "dvc", "metrics", "show", "--json"], project)
     assert "ade" in shown.stdout
 
@@ -62,7 +72,7 @@ def test_metrics_show_fits_a_terminal_and_holds_no_absolute_path(project):
     lines = [ln for ln in shown.splitlines() if ln.strip()]
     # one row per variant, the headline columns only; 160 characters fits a laptop terminal at a normal
     # font size (the full 150-field detail stays in metrics.json / report.md)
-    assert len(lines) == 4 and "ade@1s" in lines[0] and "ade_persist" in lines[0], shown
+    assert len(lines) == 6 and "ade@1s" in lines[0] and "ade_persist" in lines[0] and "n_seeds" in lines[0], shown
     assert max(map(len, lines)) < 160, shown
     for f in sorted((project / "reports").rglob("*.json")):
         def strings(x):
@@ -76,20 +86,20 @@ def test_metrics_show_fits_a_terminal_and_holds_no_absolute_path(project):
 
 
 def test_a_parameter_sweep_reruns_only_training_and_evaluation(project):
-    """`dvc exp run -S train.epochs=2 -S train.seed=7` (a committed baseline first): training,
+    """`dvc exp run -S train.epochs=2 -S runs.seeds=7` (a committed baseline first): training,
     evaluation and the comparison re-run, nothing upstream does, and the experiment's metrics are
     recorded; then params.yaml's model section reaches a run with no knob listed in dvc.yaml."""
     # metrics files are `cache: false`: git tracks them, so an experiment's commit carries its figures
-    summaries = [str(p.relative_to(project)) for p in sorted(project.glob("reports/*/summary.json"))]
-    assert len(summaries) == 3
+    summaries = [str(p.relative_to(project)) for p in sorted(project.glob("reports/metrics/*.json"))]
+    assert len(summaries) == 5
     _run(["git", "add", "dvc.yaml", "dvc.lock", "params.yaml", ".dvc", ".dvcignore", *summaries], project)
     _run(["git", "commit", "-qm", "baseline"], project)
-    res = _run([sys.executable, "-m", "dvc", "exp", "run", "-S", "train.epochs=2", "-S", "train.seed=7"], project)
+    res = _run([sys.executable, "-m", "dvc", "exp", "run", "-S", "train.epochs=2", "-S", "runs.seeds=7"], project)
     ran = {line.split("'")[1] for line in res.stdout.splitlines() if line.startswith("Running stage")}
-    assert {"train@thinkjepa", "train@jepa", "train@vlm", "eval@thinkjepa", "compare"} <= ran
-    assert not ran & {"synth", "models", "cache"}
+    assert {"train@thinkjepa", "train@jepa", "train@vlm", "train@jepa-dense", "eval@thinkjepa", "compare"} <= ran
+    assert not ran & {"synth", "models", "cache@uniform", "cache@dense", "probe"}
     params = yaml.safe_load((project / "params.yaml").read_text())
-    assert (params["train"]["epochs"], params["train"]["seed"]) == (2, 7)
+    assert (params["train"]["epochs"], str(params["runs"]["seeds"])) == (2, "7")
     shown = json.loads(_run([sys.executable, "-m", "dvc", "exp", "show", "--json"], project).stdout)
 
     def records(node):  # every {params, metrics} record of the nested `exp show --json` document
@@ -98,11 +108,11 @@ def test_a_parameter_sweep_reruns_only_training_and_evaluation(project):
             return here + [r for v in node.values() for r in records(v)]
         return [r for v in node for r in records(v)] if isinstance(node, list) else []
     swept = [r for r in records(shown) if r["params"]["params.yaml"]["data"]["train"]["epochs"] == 2
-             and r["metrics"] and "ade@1s" in r["metrics"]["reports/thinkjepa/summary.json"]["data"]]
+             and r["metrics"] and "ade@1s" in r["metrics"]["reports/metrics/thinkjepa.json"]["data"]]
     assert swept, json.dumps(shown)[:2000]
     # params.yaml's model section reaches the runs with no knob listed in dvc.yaml
     params["model"] = {"step_pool": "pairs", "depth": 1}
     (project / "params.yaml").write_text(yaml.safe_dump(params))
     _run([sys.executable, "-m", "dvc", "repro", "train@jepa"], project)
-    doc = json.loads((project / "runs" / "jepa" / "config.json").read_text())
+    doc = json.loads((project / "runs" / "jepa" / "seed7" / "config.json").read_text())
     assert (doc["model"]["step_pool"], doc["model"]["depth"], doc["train"]["seed"]) == ("pairs", 1, 7)
