@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import os
 import statistics
-import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,39 +96,49 @@ def _steady(result: dict) -> float:
     return statistics.median(rates)
 
 
+def _side_by_side(ctx: Context, store: Path, k: int, epochs: int) -> list[dict]:
+    """k one-thread training processes started together (threads only wait on their child)."""
+    with ThreadPoolExecutor(k) as pool:
+        futures = [pool.submit(_run, ctx, store, f"par{k}-{j}", 8, 1, epochs) for j in range(k)]
+        return [f.result() for f in futures]
+
+
 def run(ctx: Context) -> Section:
     t0, load0 = time.perf_counter(), load_average()
     p = PARAMS[ctx.mode]
     store = ctx.subdir(NAME) / "demo.zarr"
     write_store(store, DEMO, p.rows, make_payloads(DEMO, min(p.rows, 32)))
     single = Table("One process", ["batch", "torch threads", "samples/s (median of epochs 2+)", "start-up before epoch 1 (s)"], [])
-    profile_ops = None
+    profile_ops, rates = None, {}
     for i, (batch, threads) in enumerate(p.single):
         ctx.log(f"  demo_train: batch {batch}, {threads} thread(s)")
         res = _run(ctx, store, f"b{batch}t{threads}", batch, threads, p.epochs, profile=i == 0)
         profile_ops = profile_ops or res.get("ops")
-        single.rows.append([str(batch), str(threads), fmt(_steady(res)), fmt(res["startup_s"])])
+        rates[(batch, threads)] = _steady(res)
+        single.rows.append([str(batch), str(threads), fmt(rates[(batch, threads)]), fmt(res["startup_s"])])
     par = Table("Processes side by side", ["processes side by side (batch 8, 1 thread each)", "combined samples/s", "vs one process"], [])
-    base = None
+    base, combined_by_k = None, {}
     for k in p.parallel:
         ctx.log(f"  demo_train: {k} process(es) side by side")
-        results: list[dict] = [{}] * k
-
-        def go(j: int, k: int = k) -> None:
-            results[j] = _run(ctx, store, f"par{k}-{j}", 8, 1, p.epochs)
-
-        threads_ = [threading.Thread(target=go, args=(j,)) for j in range(k)]
-        for t in threads_:
-            t.start()
-        for t in threads_:
-            t.join()
+        results = _side_by_side(ctx, store, k, p.epochs)
         combined = sum(_steady(r) for r in results)
         base = base or combined
+        combined_by_k[k] = combined
         par.rows.append([str(k), fmt(combined), f"{combined / base:.2f}x"])
     findings = [f"{p.rows} rows of the demo's shapes ({DEMO.n_past} + {DEMO.n_future} frame slots, "
                 f"{DEMO.patches} patches, V-JEPA width {DEMO.vjepa_width}, {DEMO.levels} VLM levels of width "
                 f"{DEMO.vlm_width}); {p.epochs} epochs per process, fractions 0.8/0.1/0.1; "
                 f"{os.cpu_count()} CPUs."]
+    if (8, 1) in rates and (8, 2) in rates:
+        findings.append(f"A second torch thread in one process: {rates[(8, 2)] / rates[(8, 1)]:.2f}x the samples/s of one "
+                        "(the ops are too small to split; the demo runs one thread per process).")
+    if (8, 1) in rates and (32, 1) in rates:
+        findings.append(f"Batch 32 vs 8 at one thread: {rates[(32, 1)] / rates[(8, 1)]:.2f}x: the cost is per sample "
+                        "(compute), not per step (Python overhead).")
+    if len(combined_by_k) > 1:
+        best = max(combined_by_k, key=combined_by_k.get)
+        findings.append(f"Most combined throughput with {best} one-thread processes side by side "
+                        f"({combined_by_k[best] / base:.2f}x one process).")
     if profile_ops:
         findings.append("Self CPU time of one process's training steps (batch 8, 1 thread), top ops: "
                         + ", ".join(f"{k} {share:.0%}" for k, share in profile_ops) + ".")
