@@ -218,20 +218,22 @@ def test_row_cache_serves_the_next_epoch_and_keeps_its_bound(aws, tmp_path, monk
 
 
 def test_dvc_repro_tracks_a_store_in_the_bucket(aws, tmp_path):
-    """dvc.yaml names the store `${cache.store}`: the cache stage's output (cache: false) and a
-    dependency of the stages after it. With `cache.store: s3://...` in params.yaml, the AWS
-    environment and dvc-s3, DVC tracks it in the bucket: runs, skips, and sees a changed row."""
+    """dvc.yaml names each store of params.yaml's `stores` as `${item.store}`: the cache stage's
+    output (cache: false) and a dependency of the stages after it. With `store: s3://...` there, the
+    AWS environment and dvc-s3, DVC tracks it in the bucket: runs, skips, and sees a changed row."""
     import yaml
 
     real = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
-    assert real["cache"]["outs"] == [{"${cache.store}": {"cache": False}}]
-    assert "${cache.store}" in real["train"]["do"]["deps"] and "${cache.store}" in real["eval"]["do"]["deps"]
+    assert real["cache"]["foreach"] == "${stores}"
+    assert real["cache"]["do"]["outs"] == [{"${item.store}": {"cache": False}}]
+    assert "${item.store}" in real["train"]["do"]["deps"] and "${item.store}" in real["eval"]["do"]["deps"]
     url = f"s3://{BUCKET}/dvc.zarr"
-    stages = {"cache": {"cmd": "python make.py ${cache.store}", "params": ["cache"], "outs": real["cache"]["outs"]},
-              "train": {"cmd": "python -c \"open('trained', 'w')\"", "deps": ["${cache.store}"],
+    stages = {"cache": {"foreach": "${stores}", "do": {"cmd": "python make.py ${item.store}",
+                                                         "outs": real["cache"]["do"]["outs"]}},
+              "train": {"cmd": "python -c \"open('trained', 'w')\"", "deps": ["${stores.uniform.store}"],
                         "outs": [{"trained": {"cache": False}}]}}
     (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}))
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"cache": {"store": url}}))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"stores": {"uniform": {"store": url}}}))
     (tmp_path / "make.py").write_text("import sys\nfrom tjepa.cache_schema.testing import make_store\n"
                                       "make_store(sys.argv[1], n=4)\n")
     env = dict(os.environ, DVC_NO_ANALYTICS="1", PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
@@ -245,7 +247,7 @@ def test_dvc_repro_tracks_a_store_in_the_bucket(aws, tmp_path):
     subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
     dvc("init", "-q")
     out = dvc("repro")
-    assert "Running stage 'cache'" in out and "Running stage 'train'" in out
+    assert "Running stage 'cache@uniform'" in out and "Running stage 'train'" in out
     assert (FeatureStore.open(url).status() == DONE).sum() == 4
     assert f"path: {url}" in (tmp_path / "dvc.lock").read_text()
     assert "up to date" in dvc("status")
