@@ -218,22 +218,25 @@ def test_row_cache_serves_the_next_epoch_and_keeps_its_bound(aws, tmp_path, monk
 
 
 def test_dvc_repro_tracks_a_store_in_the_bucket(aws, tmp_path):
-    """dvc.yaml names each store of params.yaml's `stores` as `${item.store}`: the cache stage's
-    output (cache: false) and a dependency of the stages after it. With `store: s3://...` there, the
-    AWS environment and dvc-s3, DVC tracks it in the bucket: runs, skips, and sees a changed row."""
+    """dvc.yaml names each store `${store_root}/<name>`: a cache stage's output (cache: false) and a
+    dependency of the stages after it. With `store_root: s3://...` in params.yaml, the AWS
+    environment and dvc-s3, DVC tracks it in the bucket: runs, skips, and sees a changed row."""
     import yaml
 
     real = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
-    assert real["cache"]["foreach"] == "${stores}"
-    assert real["cache"]["do"]["outs"] == [{"${item.store}": {"cache": False}}]
-    assert "${item.store}" in real["train"]["do"]["deps"] and "${item.store}" in real["eval"]["do"]["deps"]
+    assert real["cache"]["do"]["outs"] == [{"${store_root}/${item.name}": {"cache": False}}]
+    assert "${store_root}/${item.store}" in real["train"]["do"]["deps"]
+    assert "${store_root}/${item.store}" in real["eval"]["do"]["deps"]
     url = f"s3://{BUCKET}/dvc.zarr"
-    stages = {"cache": {"foreach": "${stores}", "do": {"cmd": "python make.py ${item.store}",
-                                                         "outs": real["cache"]["do"]["outs"]}},
-              "train": {"cmd": "python -c \"open('trained', 'w')\"", "deps": ["${stores.uniform.store}"],
+    # the same declarations, one store, a stand-in for the commands
+    stages = {"cache": {"foreach": "${stores}", "do": {
+                  "cmd": "python make.py ${store_root}/${item.name}", "params": ["store_root"],
+                  "outs": real["cache"]["do"]["outs"]}},
+              "train": {"cmd": "python -c \"open('trained', 'w')\"", "deps": ["${store_root}/${stores.uniform.name}"],
                         "outs": [{"trained": {"cache": False}}]}}
     (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}))
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"stores": {"uniform": {"store": url}}}))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"store_root": f"s3://{BUCKET}",
+                                                          "stores": {"uniform": {"name": "dvc.zarr"}}}))
     (tmp_path / "make.py").write_text("import sys\nfrom tjepa.cache_schema.testing import make_store\n"
                                       "make_store(sys.argv[1], n=4)\n")
     env = dict(os.environ, DVC_NO_ANALYTICS="1", PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
