@@ -11,6 +11,8 @@ function of (seed, epoch), so a resumed run replays it exactly.
 
 from __future__ import annotations
 
+import functools
+import os
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -43,6 +45,19 @@ def worker_context(remote: bool) -> Any:
     return ctx
 
 
+def _aws_environment() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k.startswith("AWS_")}
+
+
+def _adopt_aws_environment(env: dict[str, str], worker_id: int) -> None:
+    """Workers from a fork server inherit the environment the server started with, which need not be
+    the trainer's now (it starts once per process): take the credentials and endpoint the trainer had
+    when it made the loader."""
+    for key in [k for k in os.environ if k.startswith("AWS_")]:
+        del os.environ[key]
+    os.environ.update(env)
+
+
 class _Batches(Dataset):
     """A dataset whose items are whole batches (a list of indices in, a collated batch out)."""
 
@@ -70,7 +85,8 @@ class BatchLoader:
             self._workers = DataLoader(_Batches(dataset), batch_size=None, sampler=self.batches,
                                        num_workers=num_workers, persistent_workers=True,
                                        prefetch_factor=max(1, prefetch), pin_memory=pin_memory, generator=generator,
-                                       multiprocessing_context=context)
+                                       multiprocessing_context=context,
+                                       worker_init_fn=functools.partial(_adopt_aws_environment, _aws_environment()))
 
     def __len__(self) -> int:
         return len(self.batches)

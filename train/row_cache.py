@@ -5,8 +5,8 @@ Entries are `.npy` files under DIR/<store key>/, one per (array, row) of the lat
 (array, shard) of the small arrays, as stored (before decoding). What can never be served stale:
 - the store key hashes the store's URL, fingerprint and creation record, so another store, or the
   same name deleted and cached again, has other entries;
-- an entry's name carries what wrote it: the row's run (`index/run`; a redone row is written by a
-  later run), for a shard the runs and statuses of all its rows.
+- an entry's name carries what wrote it: the run that wrote the row (the store's index records it; a
+  redone row is written by a later run), for a shard the runs and statuses of all its rows.
 Writes are atomic (temp file + rename). Eviction is least recently used (a hit touches the file)
 and keeps DIR under the bound. Processes sharing DIR (DataLoader workers) each count what they add
 and rescan the directory whenever that reaches 1/32 of the bound, so together they can pass it by
