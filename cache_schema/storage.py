@@ -139,20 +139,35 @@ class Location:
             got = fs.cat([f"{root}/{k}" for k in keys], on_error="omit")
         return {name[len(root) + 1:]: data for name, data in got.items()}
 
-    def get_ranges(self, keys: list[str], starts: list[int], ends: list[int | None]) -> list[bytes]:
+    def get_ranges(self, keys: list[str], starts: list[int], ends: list[int | None],
+                   missing_ok: bool = False) -> list[bytes | None]:
         """Byte ranges [start, end) of objects, all requests in flight at once on a remote store. A
-        negative start with end None is the object's last -start bytes."""
+        negative start with end None is the object's last -start bytes. `missing_ok`: None for an
+        object that does not exist (else the error)."""
         if self.local:
-            out = []
+            out: list[bytes | None] = []
             for key, start, end in zip(keys, starts, ends, strict=True):
-                with open(self.path / key, "rb") as fh:
+                try:
+                    fh = open(self.path / key, "rb")  # noqa: SIM115 (closed below)
+                except FileNotFoundError:
+                    if not missing_ok:
+                        raise
+                    out.append(None)
+                    continue
+                with fh:
                     fh.seek(start, os.SEEK_END if start < 0 else os.SEEK_SET)
                     out.append(fh.read() if end is None else fh.read(end - fh.tell()))
             return out
         fs, root = self._fs()
         with self.errors("read"):
-            got = fs.cat_ranges([f"{root}/{k}" for k in keys], starts, ends, on_error="raise")
-        return list(got)
+            got = list(fs.cat_ranges([f"{root}/{k}" for k in keys], starts, ends,
+                                     on_error="return" if missing_ok else "raise"))
+            for i, item in enumerate(got):
+                if isinstance(item, FileNotFoundError):
+                    got[i] = None
+                elif isinstance(item, BaseException):
+                    raise item
+        return got
 
     def put(self, key: str, data: bytes) -> None:
         """Write one object atomically: readers see the old object or the new one, never a part."""

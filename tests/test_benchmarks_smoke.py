@@ -177,7 +177,8 @@ def test_bucket_smoke(tmp_path, machine, s3_server):
     check_section(section, "bucket")
     names = column(section.tables[0], "source")
     assert names[:2] == [bucket.RAW_WHOLE, bucket.RAW_RANGES]
-    assert {"bucket, 0 workers", "local, 0 workers", "bucket, 1 workers"} <= set(names)
+    assert {f"{where}, {w} workers, epoch {e}" for where in ("bucket", "local") for w in (0, 1)
+            for e in (1, 2)} == set(names[2:])
 
 
 def test_demo_train_smoke(tmp_path, machine):

@@ -217,6 +217,50 @@ def test_row_cache_serves_the_next_epoch_and_keeps_its_bound(aws, tmp_path, monk
         cutter.close()
 
 
+def test_a_bucket_batch_gets_each_object_once_and_a_missing_small_shard_reads_as_fill(aws, monkeypatch):
+    """Two flights per batch (train/shard_blobs.py): the latents' shard indexes with one GET per new
+    shard of every small array, then a ranged GET per latent row; kept shards cost nothing after."""
+    from torch.utils.data import default_collate
+
+    from tjepa.cache_schema.reader import SPECS
+    from tjepa.train import data
+    from tjepa.train.data import CacheDataset
+
+    layout = small_layout(rows_per_shard=2, patches=8, vjepa_width=512)  # latent rows the big ones (16 KiB)
+    url = f"s3://{BUCKET}/flights.zarr"
+    make_store(url, layout=layout, n=6)
+    monkeypatch.setattr(data, "BIG_ROW", 2 * 8 * 512 * 2)
+    cutter = TcpCutter(int(aws.endpoint.rsplit(":", 1)[1]))
+    try:
+        ds = CacheDataset(locate(url, {"endpoint_url": cutter.endpoint, "skip_instance_cache": True}))
+        for name in ds.fields.values():
+            ds.reader.array(name)  # metadata
+        big = [n for n in ds.fields.values() if n.startswith("vjepa")]
+        small = [n for n in ds.fields.values() if n not in big]
+        assert all(ds._plan(n) for n in big) and all(ds._blob_plan(n) for n in small)
+        assert all(SPECS[n].chunking == "row" for n in big) and len(small) >= 9
+        before = cutter.gets
+        got = ds.read_batch([5, 0, 3])  # shards 2, 0, 1
+        assert cutter.gets - before == 2 * 3 + len(small) * 3 + 2 * 3
+        before = cutter.gets
+        again = ds.read_batch([4, 1])  # the same shards: only the latents
+        assert cutter.gets - before == 2 * 2 + 2 * 2
+        want = default_collate([ds[i] for i in (5, 0, 3)])
+        assert all(torch.equal(got[k], want[k]) for k in want)
+        assert all(torch.equal(again[k], default_collate([ds[4], ds[1]])[k]) for k in again)
+    finally:
+        cutter.close()
+    # a shard object that does not exist (zarr leaves out a shard that is all fill): the fill value
+    ds = CacheDataset(url)
+    plan = ds._blob_plan("valid_future")
+    locate(url).delete([f"{plan.path}/{plan.key_of(1)}"])
+    fresh = CacheDataset(url)
+    got = fresh.read_batch([2, 3, 0])
+    assert not got["valid_future"][:2].any() and got["valid_future"][2].any()
+    want = default_collate([fresh[i] for i in (2, 3, 0)])
+    assert all(torch.equal(got[k], want[k]) for k in want)
+
+
 def test_dvc_repro_tracks_a_store_in_the_bucket(aws, tmp_path):
     """dvc.yaml names each store `${store_root}/<name>`: a cache stage's output (cache: false) and a
     dependency of the stages after it. With `store_root: s3://...` in params.yaml, the AWS

@@ -5,7 +5,8 @@ The latents are sharded with one uncompressed chunk per video and the shard inde
 each with its own Python overhead; on a bucket that doubled the client's CPU per byte and halved
 loading throughput next to the raw GETs (BENCHMARKS.md, "Loading from a bucket"). Here a batch
 costs one request per shard it touches (the indexes, all in flight, checksums checked) and one per
-row (all in flight). Arrays with any other codec layout are left to zarr (`plan` returns None).
+row (all in flight); the caller may fetch the indexes itself, with other requests of the batch
+(`index_requests`). Arrays with any other codec layout are left to zarr (`plan` returns None).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy as np
 from tjepa.cache_schema.storage import Location
 from tjepa.errors import StoreFormatError
 
-_EMPTY = np.uint64(2**64 - 1)  # index entry of a chunk that was never written (reads as the fill value)
+EMPTY = np.uint64(2**64 - 1)  # index entry of a chunk that was never written (reads as the fill value)
 
 
 @dataclass(frozen=True)
@@ -57,23 +58,42 @@ def plan(arr) -> Plan | None:
                 lambda shard: arr.metadata.encode_chunk_key((shard, *(0,) * (ndim - 1))))
 
 
-def read_rows(loc: Location, jobs: list[tuple[Plan, int, np.ndarray]]) -> None:
-    """Fill each `out` [row_shape] with row `row` of its array: the shard indexes first, then every chunk."""
+def parse_index(tail: bytes, n_chunks: int, where: str) -> np.ndarray:
+    """(offset, nbytes) [n_chunks, 2] from a shard index (the object's last 16 n + 4 bytes; crc32c checked)."""
     import google_crc32c
 
-    shards = sorted({(p.path, row // p.rows_per_shard): p for p, row, _ in jobs}.items())
-    keys = [f"{path}/{p.key_of(shard)}" for (path, shard), p in shards]
-    blobs = loc.get_ranges(keys, [-p.index_nbytes for _, p in shards], [None] * len(shards))
-    index = {}
-    for ((path, shard), p), key, blob in zip(shards, keys, blobs, strict=True):
-        if len(blob) != p.index_nbytes or google_crc32c.value(blob[:-4]) != int.from_bytes(blob[-4:], "little"):
-            raise StoreFormatError(f"{loc / key}: the shard index is damaged (size or checksum)")
-        index[(path, shard)] = (key, np.frombuffer(blob[:-4], "<u8").reshape(-1, 2))
+    if len(tail) != 16 * n_chunks + 4 or google_crc32c.value(tail[:-4]) != int.from_bytes(tail[-4:], "little"):
+        raise StoreFormatError(f"{where}: the shard index is damaged (size or checksum)")
+    return np.frombuffer(tail[:-4], "<u8").reshape(-1, 2)
+
+
+def _shard_key(p: Plan, row: int) -> str:
+    return f"{p.path}/{p.key_of(row // p.rows_per_shard)}"
+
+
+def index_requests(jobs: list[tuple[Plan, int, np.ndarray]]) -> dict[str, int]:
+    """The shard indexes `read_rows(jobs)` needs: object key -> its index's size (the object's tail)."""
+    return {_shard_key(p, row): p.index_nbytes for p, row, _ in sorted(jobs, key=lambda j: (j[0].path, j[1]))}
+
+
+def read_rows(loc: Location, jobs: list[tuple[Plan, int, np.ndarray]],
+              indexes: dict[str, bytes | None] | None = None) -> None:
+    """Fill each `out` [row_shape] with row `row` of its array: the shard indexes first (unless
+    `indexes` already holds them: the tails named by `index_requests`), then every chunk."""
+    sizes = index_requests(jobs)
+    if indexes is None:
+        indexes = dict(zip(sizes, loc.get_ranges(list(sizes), [-n for n in sizes.values()], [None] * len(sizes)),
+                           strict=True))
+    entries = {}
+    for key, n in sizes.items():
+        if indexes[key] is None:
+            raise StoreFormatError(f"{loc / key}: the shard object of a done row is missing")
+        entries[key] = parse_index(indexes[key], (n - 4) // 16, loc / key)
     wanted, keys, starts, ends = [], [], [], []
     for p, row, out in jobs:
-        key, entries = index[(p.path, row // p.rows_per_shard)]
-        offset, nbytes = entries[row % p.rows_per_shard]
-        if offset == _EMPTY:  # never written (zarr leaves out chunks equal to the fill value)
+        key = _shard_key(p, row)
+        offset, nbytes = entries[key][row % p.rows_per_shard]
+        if offset == EMPTY:  # never written (zarr leaves out chunks equal to the fill value)
             out[...] = p.fill
             continue
         if int(nbytes) != math.prod(p.row_shape) * p.dtype.itemsize:

@@ -25,7 +25,7 @@ from tjepa.cache_schema.layout import BFLOAT16, PATHS, StoreLayout
 from tjepa.cache_schema.reader import SPECS, StoreReader, captured_layers
 from tjepa.cache_schema.storage import Location, locate
 from tjepa.errors import StoreFormatError, TjepaError
-from tjepa.train import chunk_reads
+from tjepa.train import chunk_reads, shard_blobs
 from tjepa.train.row_cache import RowCache, store_key
 
 # batch key -> store field (cache_schema.layout.PATHS); `cam_last` is the last step of cam_past
@@ -159,7 +159,7 @@ class CacheDataset(torch.utils.data.Dataset):
         self._fetching: dict[tuple[str, int], Future] = {}  # ... being read by one thread for all
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
-        self._plans: dict[str, chunk_reads.Plan | None] = {}
+        self._plans: dict = {}  # field (or ("shard", field)) -> its read plan
         self._cache = self._bind_cache(row_cache) if row_cache is not None else None
         if preload:
             self._mem = self._read_bulk()
@@ -238,10 +238,11 @@ class CacheDataset(torch.utils.data.Dataset):
 
     def read_batch(self, idx: Sequence[int]) -> dict[str, torch.Tensor]:
         """Items `idx` as one batch, equal to `default_collate([self[i] for i in idx])`, read straight
-        into the batch arrays, every request of the batch in flight at once. A row of a big array
-        (latents: one video per chunk) is one ranged GET of its own (`chunk_reads`). Small arrays (a few KiB per row)
-        cost requests, not bytes, so they are read a whole shard at a time and the last shards are
-        kept (`_small_shard`): in shard-shuffled order the next batches read the same shards."""
+        into the batch arrays in two flights of requests. A row of a big array (latents: one video per
+        chunk) is one ranged GET of its own (`chunk_reads`), located by its shard's index. Small arrays
+        (a few KiB per row) cost requests, not bytes, so they are read a whole shard object at a time
+        (`shard_blobs`) and the last shards are kept: in shard-shuffled order the next batches read the
+        same shards. The first flight is the shard indexes and the small shards, the second the rows."""
         idx = list(idx)
         if self._mem is not None or type(self).__getitem__ is not CacheDataset.__getitem__ or not idx:
             return default_collate(self.__getitems__(idx))
@@ -250,7 +251,8 @@ class CacheDataset(torch.utils.data.Dataset):
         for j, r in enumerate(rows):
             by_shard.setdefault(r // rps, []).append(j)
         out: dict[str, np.ndarray] = {}
-        jobs: list[tuple[str, str, list[int], int, bool]] = []  # key, field, batch positions, row or shard, big
+        small: list[tuple[str, str]] = []  # key, field: read a shard at a time
+        jobs: list[tuple[str, str, int, int]] = []  # key, field, batch position, row: big rows zarr reads
         direct: list[tuple[chunk_reads.Plan, int, np.ndarray]] = []  # rows read as ranged GETs
         convert: list[tuple[str, str, int, np.ndarray]] = []  # ... of those, the ones to decode into place
         fetched: list[tuple[str, str, int, np.ndarray]] = []  # ... of those, the ones the row cache keeps
@@ -259,47 +261,33 @@ class CacheDataset(torch.utils.data.Dataset):
             row_shape = arr.shape[2:] if key == "cam_last" else arr.shape[1:]
             x = self._select_levels(key, spec.decode(np.empty((0, *row_shape), arr.dtype)), 1)  # as items get it
             out[key] = np.empty((len(rows), *x.shape[1:]), _batch_dtype(key, x.dtype))
-            if spec.chunking == "row" and math.prod(row_shape) * arr.dtype.itemsize >= BIG_ROW:
-                ranged = self._plan(name) if key != "cam_last" else None
-                if ranged is None:
-                    jobs += [(key, name, [j], rows[j], True) for j in range(len(rows))]
-                    continue
-                into = out[key].dtype == ranged.dtype and out[key].shape[1:] == ranged.row_shape  # as stored
-                for j, r in enumerate(rows):
-                    kept = self._cache.get(self._cache_name(key, name, row=r)) if self._cache else None
-                    raw = out[key][j] if into else np.empty(ranged.row_shape, ranged.dtype)
-                    if kept is not None:
-                        raw[...] = kept
-                    else:
-                        direct.append((ranged, r, raw))
-                        fetched.append((key, name, r, raw))
-                    if not into:
-                        convert.append((key, name, j, raw))
-            else:
-                jobs += [(key, name, where, shard, False) for shard, where in by_shard.items()]
+            if not (spec.chunking == "row" and math.prod(row_shape) * arr.dtype.itemsize >= BIG_ROW):
+                small.append((key, name))
+                continue
+            ranged = self._plan(name) if key != "cam_last" else None
+            if ranged is None:
+                jobs += [(key, name, j, r) for j, r in enumerate(rows)]
+                continue
+            into = out[key].dtype == ranged.dtype and out[key].shape[1:] == ranged.row_shape  # as stored
+            for j, r in enumerate(rows):
+                kept = self._cache.get(self._cache_name(key, name, row=r)) if self._cache else None
+                raw = out[key][j] if into else np.empty(ranged.row_shape, ranged.dtype)
+                if kept is not None:
+                    raw[...] = kept
+                else:
+                    direct.append((ranged, r, raw))
+                    fetched.append((key, name, r, raw))
+                if not into:
+                    convert.append((key, name, j, raw))
 
-        def read(job: tuple[str, str, list[int], int, bool]) -> None:
-            key, name, where, at, big = job
-            if not big:
-                out[key][where] = self._small_shard(key, name, at)[[rows[j] - at * rps for j in where]]
-                return
-            arr, dst = self._array(name), out[key][where[0]:where[0] + 1]
-            sel = (slice(at, at + 1), -1) if key == "cam_last" else (slice(at, at + 1),)
-            stored = (1, *(arr.shape[2:] if key == "cam_last" else arr.shape[1:]))
-            entry = self._cache_name(key, name, row=at) if self._cache else ""
-            kept = self._cache.get(entry) if self._cache else None
-            if kept is None and dst.dtype == arr.dtype and dst.shape == stored and name not in _DECODED:
-                arr.get_basic_selection(sel, out=_nd(dst))  # zarr writes the chunk into the batch itself
-                raw = dst
-            else:
-                raw = np.asarray(arr.get_basic_selection(sel)) if kept is None else kept[None]
-                dst[...] = self._select_levels(key, self.reader.decode(name, raw), 1)
-            if self._cache and kept is None:
-                self._cache.put(entry, raw[0])
-
-        pending = [pool.submit(read, job) for job in jobs]
+        pending = [pool.submit(self._read_big_row, out[key][j:j + 1], key, name, r) for key, name, j, r in jobs]
+        needs = [(key, name, shard) for key, name in small for shard in by_shard]
+        shards, indexes = self._small_shards(needs, chunk_reads.index_requests(direct))
+        for key, _ in small:
+            for shard, where in by_shard.items():
+                out[key][where] = shards[(key, shard)][[rows[j] - shard * rps for j in where]]
         if direct:
-            chunk_reads.read_rows(self.location, direct)
+            chunk_reads.read_rows(self.location, direct, indexes)
         for key, name, r, raw in fetched if self._cache else ():
             self._cache.put(self._cache_name(key, name, row=r), raw)
         for key, name, j, raw in convert:
@@ -310,46 +298,104 @@ class CacheDataset(torch.utils.data.Dataset):
         batch["row"] = torch.tensor(rows, dtype=torch.long)
         return batch
 
+    def _read_big_row(self, dst: np.ndarray, key: str, name: str, row: int) -> None:
+        """One row of a big array that `chunk_reads` cannot locate, through zarr, into `dst` [1, ...]."""
+        arr = self._array(name)
+        sel = (slice(row, row + 1), -1) if key == "cam_last" else (slice(row, row + 1),)
+        stored = (1, *(arr.shape[2:] if key == "cam_last" else arr.shape[1:]))
+        entry = self._cache_name(key, name, row=row) if self._cache else ""
+        kept = self._cache.get(entry) if self._cache else None
+        if kept is None and dst.dtype == arr.dtype and dst.shape == stored and name not in _DECODED:
+            arr.get_basic_selection(sel, out=_nd(dst))  # zarr writes the chunk into the batch itself
+            raw = dst
+        else:
+            raw = np.asarray(arr.get_basic_selection(sel)) if kept is None else kept[None]
+            dst[...] = self._select_levels(key, self.reader.decode(name, raw), 1)
+        if self._cache and kept is None:
+            self._cache.put(entry, raw[0])
+
     def _plan(self, name: str) -> chunk_reads.Plan | None:
         """How to read `name` as ranged GETs (None: through zarr), looked up once per process."""
         if name not in self._plans:
             self._plans[name] = chunk_reads.plan(self._array(name))
         return self._plans[name]
 
-    def _small_shard(self, key: str, name: str, shard: int) -> np.ndarray:
-        """All rows of one shard of a small array, decoded, levels selected (the last few kept). One
-        fetch per shard even when batches read ahead ask for it at once: the others wait for it."""
+    def _blob_plan(self, name: str) -> shard_blobs.Plan | None:
+        """How to decode a shard object of `name` here (None: zarr reads it), looked up once per process."""
+        if ("shard", name) not in self._plans:
+            self._plans[("shard", name)] = shard_blobs.plan(self._array(name), self.index.layout.rows_per_shard)
+        return self._plans[("shard", name)]
+
+    def _small_shards(self, needs: list[tuple[str, str, int]], tails: dict[str, int]
+                      ) -> tuple[dict[tuple[str, int], np.ndarray], dict[str, bytes | None]]:
+        """The shards `needs` names ((key, field, shard): all its rows, decoded, levels selected) and
+        the object tails `tails` names (key -> size: the latents' shard indexes), in one flight. A
+        shard is fetched once even when batches read ahead ask for it at once (the others wait for
+        it); the last few are kept."""
+        got, waits, mine = {}, {}, []
         with self._lock:
-            kept = self._shards.get((key, shard))
-            if kept is not None:
-                self._shards.move_to_end((key, shard))
-                return kept
-            wait = self._fetching.get((key, shard))
-            if wait is None:
-                self._fetching[(key, shard)] = mine = Future()
-        if wait is not None:
-            return wait.result()
+            for key, name, shard in needs:
+                if (kept := self._shards.get((key, shard))) is not None:
+                    self._shards.move_to_end((key, shard))
+                    got[(key, shard)] = kept
+                elif (f := self._fetching.get((key, shard))) is not None:
+                    waits[(key, shard)] = f
+                else:
+                    self._fetching[(key, shard)] = Future()
+                    mine.append((key, name, shard))
+        done: set[tuple[str, int]] = set()
         try:
-            arr, rps = self._array(name), self.index.layout.rows_per_shard
-            sel = (slice(shard * rps, min((shard + 1) * rps, arr.shape[0])),)
-            stored = self._cache.get(self._cache_name(key, name, shard=shard)) if self._cache else None
-            if stored is None:
-                stored = np.asarray(arr[(*sel, -1) if key == "cam_last" else sel])
+            stored, fetch, slow = {}, [], []
+            for key, name, shard in mine:
+                kept = self._cache.get(self._cache_name(key, name, shard=shard)) if self._cache else None
+                if kept is not None:
+                    stored[(key, shard)] = kept
+                elif (p := self._blob_plan(name)) is not None:
+                    fetch.append((key, name, shard, p))
+                else:
+                    slow.append((key, name, shard))
+            pending = {(key, shard): self._threads().submit(self._zarr_shard, key, name, shard)
+                       for key, name, shard in slow}
+            objects = [f"{p.path}/{p.key_of(shard)}" for _, _, shard, p in fetch]
+            blobs = self.location.get_ranges([*tails, *objects], [-n for n in tails.values()] + [0] * len(objects),
+                                             [None] * (len(tails) + len(objects)), missing_ok=True)
+            indexes = dict(zip(tails, blobs[:len(tails)], strict=True))
+            for (key, name, shard, p), obj, blob in zip(fetch, objects, blobs[len(tails):], strict=True):
+                x = p.decode(blob, self.location / obj)[:self._array(name).shape[0] - shard * p.rows_per_shard]
+                stored[(key, shard)] = np.ascontiguousarray(x[:, -1]) if key == "cam_last" else x
                 if self._cache:
-                    self._cache.put(self._cache_name(key, name, shard=shard), stored)
-            x = self._select_levels(key, self.reader.decode(name, stored), 1)
+                    self._cache.put(self._cache_name(key, name, shard=shard), stored[(key, shard)])
+            for k, f in pending.items():
+                stored[k] = f.result()
+            names = {(key, shard): name for key, name, shard in mine}
+            for k, raw in stored.items():
+                x = self._select_levels(k[0], self.reader.decode(names[k], raw), 1)
+                with self._lock:
+                    self._shards[k] = x
+                    future = self._fetching.pop(k)
+                    while len(self._shards) > KEEP_SHARDS * len(self.fields):
+                        self._shards.popitem(last=False)
+                future.set_result(x)
+                done.add(k)
+                got[k] = x
         except BaseException as err:
-            with self._lock:
-                del self._fetching[(key, shard)]  # the next batch tries again
-            mine.set_exception(err)
+            with self._lock:  # the next batch tries again
+                failed = [self._fetching.pop((key, shard)) for key, _, shard in mine if (key, shard) not in done]
+            for future in failed:
+                future.set_exception(err)
             raise
-        with self._lock:
-            self._shards[(key, shard)] = x
-            del self._fetching[(key, shard)]
-            while len(self._shards) > KEEP_SHARDS * len(self.fields):
-                self._shards.popitem(last=False)
-        mine.set_result(x)
-        return x
+        for k, f in waits.items():
+            got[k] = f.result()
+        return got, indexes
+
+    def _zarr_shard(self, key: str, name: str, shard: int) -> np.ndarray:
+        """All stored rows of one shard of `name` through zarr (layouts `shard_blobs` does not decode)."""
+        arr, rps = self._array(name), self.index.layout.rows_per_shard
+        sel = (slice(shard * rps, min((shard + 1) * rps, arr.shape[0])),)
+        stored = np.asarray(arr[(*sel, -1) if key == "cam_last" else sel])
+        if self._cache:
+            self._cache.put(self._cache_name(key, name, shard=shard), stored)
+        return stored
 
     def __getitems__(self, idx: Sequence[int]) -> list[dict[str, torch.Tensor]]:
         """What DataLoader calls for a whole batch (torch >= 2.1): the rows are read together."""
