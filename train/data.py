@@ -357,8 +357,9 @@ class CacheDataset(torch.utils.data.Dataset):
             pending = {(key, shard): self._threads().submit(self._zarr_shard, key, name, shard)
                        for key, name, shard in slow}
             objects = [f"{p.path}/{p.key_of(shard)}" for _, _, shard, p in fetch]
-            blobs = self.location.get_ranges([*tails, *objects], [-n for n in tails.values()] + [0] * len(objects),
-                                             [None] * (len(tails) + len(objects)), missing_ok=True)
+            wanted = [*tails, *objects]
+            blobs = self.location.get_ranges(wanted, [-n for n in tails.values()] + [0] * len(objects),
+                                             [None] * len(wanted), missing_ok=True) if wanted else []
             indexes = dict(zip(tails, blobs[:len(tails)], strict=True))
             for (key, name, shard, p), obj, blob in zip(fetch, objects, blobs[len(tails):], strict=True):
                 x = p.decode(blob, self.location / obj)[:self._array(name).shape[0] - shard * p.rows_per_shard]
