@@ -188,8 +188,8 @@ def run(ctx: Context, server=None) -> Section:
                 "the client's CPU per byte, not latency, is the limit. zarr read each latent row as two requests "
                 "(the shard index, then the chunk), each with its Python and request-signing overhead; the loader "
                 "reads them as one ranged GET per row (`train/chunk_reads.py`). The small arrays went through zarr, "
-                "a request per array and shard on zarr's own event loop and a Python decode per chunk: every batch "
-                "that started a new window of shards stalled 0.25-0.4 s on them (0.58-0.78 x raw GET over a "
+                "a read per array and shard on zarr's own event loop and a Python decode per chunk: every batch "
+                "that started a new window of shards stalled 0.2-0.4 s on them (0.58-0.78 x raw GET over a "
                 "cold epoch). The loader now fetches each small shard as one object in the same flight as the "
                 "latents' shard indexes and decodes it with numcodecs (`train/shard_blobs.py`).",
                 "With workers (from a fork server for the bucket, forked for the local store), every worker opens "

@@ -1,10 +1,10 @@
 """Whole shards of the small arrays as one GET each, decoded here rather than through zarr.
 
 Every batch of a new shard window needs a shard of each small array (joints, masks, VLM means,
-frame indexes: a few hundred KiB per shard). zarr reads each as its own request on its own event
-loop, and decodes chunk by chunk in Python; on a bucket those reads stalled every batch at the start
-of a window for 0.25-0.4 s (BENCHMARKS.md, "Loading from a bucket"). Here the shard objects are
-fetched in the same flight as the latents' shard indexes and decoded in C (numcodecs). Only the
+frame indexes: a few hundred KiB per shard). zarr reads each separately on its own event loop and
+decodes it chunk by chunk in Python; on a bucket those reads stalled every batch at the start of a
+window for 0.2-0.4 s (BENCHMARKS.md, "Loading from a bucket"). Here the shard objects are
+fetched in the same flight as the latents' shard indexes and decoded with numcodecs. Only the
 layouts `tjepa cache` writes are decoded here; for any other `plan` returns None and zarr reads it.
 """
 
