@@ -159,7 +159,7 @@ class CacheDataset(torch.utils.data.Dataset):
         self._fetching: dict[tuple[str, int], Future] = {}  # ... being read by one thread for all
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
-        self._plans: dict = {}  # field (or ("shard", field)) -> its read plan
+        self._plans: dict[tuple[str, str], object] = {}  # ("rows" | "shard", field) -> its read plan
         self._cache = self._bind_cache(row_cache) if row_cache is not None else None
         if preload:
             self._mem = self._read_bulk()
@@ -316,9 +316,9 @@ class CacheDataset(torch.utils.data.Dataset):
 
     def _plan(self, name: str) -> chunk_reads.Plan | None:
         """How to read `name` as ranged GETs (None: through zarr), looked up once per process."""
-        if name not in self._plans:
-            self._plans[name] = chunk_reads.plan(self._array(name))
-        return self._plans[name]
+        if ("rows", name) not in self._plans:
+            self._plans[("rows", name)] = chunk_reads.plan(self._array(name))
+        return self._plans[("rows", name)]
 
     def _blob_plan(self, name: str) -> shard_blobs.Plan | None:
         """How to decode a shard object of `name` here (None: zarr reads it), looked up once per process."""
@@ -345,7 +345,7 @@ class CacheDataset(torch.utils.data.Dataset):
                     mine.append((key, name, shard))
         done: set[tuple[str, int]] = set()
         try:
-            stored, fetch, slow = {}, [], []
+            stored, fetch, slow = {}, [], []  # stored: (key, shard) -> the shard's rows as stored
             for key, name, shard in mine:
                 kept = self._cache.get(self._cache_name(key, name, shard=shard)) if self._cache else None
                 if kept is not None:
@@ -361,14 +361,15 @@ class CacheDataset(torch.utils.data.Dataset):
             blobs = self.location.get_ranges(wanted, [-n for n in tails.values()] + [0] * len(objects),
                                              [None] * len(wanted), missing_ok=True) if wanted else []
             indexes = dict(zip(tails, blobs[:len(tails)], strict=True))
+            read: dict[tuple[str, int], np.ndarray] = {}  # ... of those, the ones read from the store
             for (key, name, shard, p), obj, blob in zip(fetch, objects, blobs[len(tails):], strict=True):
                 x = p.decode(blob, self.location / obj)[:self._array(name).shape[0] - shard * p.rows_per_shard]
-                stored[(key, shard)] = np.ascontiguousarray(x[:, -1]) if key == "cam_last" else x
-                if self._cache:
-                    self._cache.put(self._cache_name(key, name, shard=shard), stored[(key, shard)])
-            for k, f in pending.items():
-                stored[k] = f.result()
+                read[(key, shard)] = np.ascontiguousarray(x[:, -1]) if key == "cam_last" else x
+            read.update((k, f.result()) for k, f in pending.items())
             names = {(key, shard): name for key, name, shard in mine}
+            for (key, shard), x in read.items() if self._cache else ():
+                self._cache.put(self._cache_name(key, names[(key, shard)], shard=shard), x)
+            stored.update(read)
             for k, raw in stored.items():
                 x = self._select_levels(k[0], self.reader.decode(names[k], raw), 1)
                 with self._lock:
@@ -393,10 +394,7 @@ class CacheDataset(torch.utils.data.Dataset):
         """All stored rows of one shard of `name` through zarr (layouts `shard_blobs` does not decode)."""
         arr, rps = self._array(name), self.index.layout.rows_per_shard
         sel = (slice(shard * rps, min((shard + 1) * rps, arr.shape[0])),)
-        stored = np.asarray(arr[(*sel, -1) if key == "cam_last" else sel])
-        if self._cache:
-            self._cache.put(self._cache_name(key, name, shard=shard), stored)
-        return stored
+        return np.asarray(arr[(*sel, -1) if key == "cam_last" else sel])
 
     def __getitems__(self, idx: Sequence[int]) -> list[dict[str, torch.Tensor]]:
         """What DataLoader calls for a whole batch (torch >= 2.1): the rows are read together."""
